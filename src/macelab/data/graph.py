@@ -1,0 +1,90 @@
+"""Atomic graphs: a :class:`Configuration` plus its neighbour list, as a torch-geometric
+``Data`` object that batches with ``torch_geometric.loader.DataLoader``.
+
+Fields of one graph (``n`` atoms, ``e`` edges); these names are the contract between the
+data module and the model:
+
+=================  ===============  ===========================================================
+key                shape / dtype    meaning
+=================  ===============  ===========================================================
+``positions``      [n, 3] float64   Cartesian positions, Å
+``atomic_numbers`` [n] int64        atomic numbers Z (the model maps them to its element table)
+``edge_index``     [2, e] int64     row 0 sender j, row 1 receiver i (see ``neighbors.py``)
+``unit_shifts``    [e, 3] float64   integer cell shifts of each edge
+``cell``           [1, 3, 3] f64    lattice vectors as rows (zeros when not periodic)
+``pbc``            [1, 3] bool      periodic flags
+``energy``         [1] float64      reference energy, eV (0 where ``has_energy`` is False)
+``forces``         [n, 3] float64   reference forces, eV/Å (0 where ``has_forces`` is False)
+``stress``         [1, 3, 3] f64    reference stress, eV/Å^3 (0 where ``has_stress`` is False)
+``has_energy``     [1] bool         whether ``energy`` is a label
+``has_forces``     [1] bool         whether ``forces`` are labels
+``has_stress``     [1] bool         whether ``stress`` is a label
+``weight``         [1] float64      per-configuration loss weight
+``index``          [1] int64        record index in the source file
+=================  ===============  ===========================================================
+
+Edge vectors are *not* stored: the model computes them from ``positions`` so that forces
+(and stress, through the cell) are exact derivatives of the energy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+from macelab.data.configuration import Configuration
+from macelab.data.neighbors import neighbour_list
+
+GRAPH_KEYS = (
+    "positions",
+    "atomic_numbers",
+    "edge_index",
+    "unit_shifts",
+    "cell",
+    "pbc",
+    "energy",
+    "forces",
+    "stress",
+    "has_energy",
+    "has_forces",
+    "has_stress",
+    "weight",
+    "index",
+)
+
+
+class AtomicGraph(Data):
+    """A torch-geometric ``Data`` with the fields above; ``num_nodes`` is the atom count."""
+
+
+def configuration_to_graph(config: Configuration, r_max: float) -> AtomicGraph:
+    """Build the graph of one configuration with all neighbours within ``r_max`` Å."""
+    n = config.num_atoms
+    edge_index, unit_shifts = neighbour_list(config.positions, r_max, config.cell, config.pbc)
+    f64 = torch.float64
+    return AtomicGraph(
+        num_nodes=n,
+        positions=torch.as_tensor(config.positions, dtype=f64),
+        atomic_numbers=torch.as_tensor(config.atomic_numbers, dtype=torch.int64),
+        edge_index=torch.as_tensor(edge_index, dtype=torch.int64),
+        unit_shifts=torch.as_tensor(unit_shifts, dtype=f64),
+        cell=torch.as_tensor(np.asarray(config.cell), dtype=f64).reshape(1, 3, 3),
+        pbc=torch.as_tensor(config.pbc, dtype=torch.bool).reshape(1, 3),
+        energy=torch.tensor([0.0 if config.energy is None else config.energy], dtype=f64),
+        forces=(
+            torch.zeros(n, 3, dtype=f64)
+            if config.forces is None
+            else torch.as_tensor(config.forces, dtype=f64)
+        ),
+        stress=(
+            torch.zeros(1, 3, 3, dtype=f64)
+            if config.stress is None
+            else torch.as_tensor(config.stress, dtype=f64).reshape(1, 3, 3)
+        ),
+        has_energy=torch.tensor([config.energy is not None]),
+        has_forces=torch.tensor([config.forces is not None]),
+        has_stress=torch.tensor([config.stress is not None]),
+        weight=torch.tensor([config.weight], dtype=f64),
+        index=torch.tensor([config.index], dtype=torch.int64),
+    )

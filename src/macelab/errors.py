@@ -1,0 +1,54 @@
+"""Errors that macelab raises for problems a user can fix.
+
+Every error here carries a one-paragraph message that names what is wrong and what to do.
+The command-line entry points catch :class:`MacelabError` and print only that message (see
+:mod:`macelab.cli`); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MacelabError(Exception):
+    """Base class for errors a user can fix; the message says how."""
+
+
+class DataError(MacelabError, ValueError):
+    """Bad or missing input data, with the file, the record and the field it concerns.
+
+    Args:
+        message: what is wrong and what to do about it.
+        file: the file that holds the bad data (or is missing).
+        record: the frame index (or line) inside the file, if the problem is in one record.
+        field: the name of the array or key concerned (e.g. ``forces``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        record: int | str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.file = None if file is None else str(file)
+        self.record = record
+        self.field = field
+        where = []
+        if self.file is not None:
+            where.append(f"file {self.file}")
+        if record is not None:
+            where.append(f"record {record}" if isinstance(record, int) else str(record))
+        if field is not None:
+            where.append(f"field '{field}'")
+        prefix = (", ".join(where) + ": ") if where else ""
+        super().__init__(prefix + message)
+
+
+class ConfigError(MacelabError, ValueError):
+    """A configuration that cannot work, with the key concerned and what to set instead."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """A data file that is not on disk and could not be downloaded."""
