@@ -1,0 +1,48 @@
+# macelab: `make run` trains the quick-start model and prints its test table; `make test`
+# runs the test suite. Both create .venv on first use (Python >= 3.11) and install macelab
+# into it, with the CPU build of torch where no NVIDIA GPU is present.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+BIN := $(VENV)/bin
+# Tests and runs read the benchmark data from MACELAB_DATA; default: ../shared/data if present.
+MACELAB_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+export MACELAB_DATA
+PYTEST_ARGS ?= -n 2 -q
+
+.PHONY: install run test lint format clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "macelab needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+		$(BIN)/pip install -q "torch==$(TORCH_VERSION)"; \
+	else \
+		echo "no NVIDIA GPU: installing the CPU build of torch $(TORCH_VERSION)"; \
+		$(BIN)/pip install -q --retries 0 --timeout 10 "torch==$(TORCH_VERSION)" \
+			--index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
+		|| $(BIN)/pip install -q "torch==$(TORCH_VERSION)"; \
+	fi
+	$(BIN)/pip install -q -e ".[dev,mace]"
+	@touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/python -m macelab.train
+
+test: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: install
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

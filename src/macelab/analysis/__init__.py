@@ -1,0 +1,1 @@
+"""Analysis of runs: loading results into tables, and the plots researchers expect."""

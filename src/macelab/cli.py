@@ -1,0 +1,60 @@
+"""Command-line behaviour shared by every entry point.
+
+Problems a user can fix (:class:`macelab.errors.MacelabError`) end the program with their
+one-paragraph message on stderr and exit status 2, without a Python traceback. Set
+``MACELAB_DEBUG=1`` (or Hydra's ``HYDRA_FULL_ERROR=1``) to see the traceback too.
+Anything else is a bug: it keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+from macelab.errors import MacelabError
+
+EXIT_USER_ERROR = 2
+
+
+def debug_enabled() -> bool:
+    """Whether tracebacks of user errors should be shown."""
+    flags = (os.environ.get("MACELAB_DEBUG", ""), os.environ.get("HYDRA_FULL_ERROR", ""))
+    return any(flag not in ("", "0", "false", "False") for flag in flags)
+
+
+def format_user_error(error: BaseException) -> str:
+    """The error as one wrapped paragraph, prefixed with ``error:``."""
+    text = " ".join(str(error).split())
+    return textwrap.fill(f"error: {text}", width=100, break_long_words=False)
+
+
+def find_user_error(error: BaseException | None) -> MacelabError | None:
+    """The first :class:`MacelabError` in ``error``'s chain (Hydra and Lightning wrap them)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, MacelabError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def user_errors_exit(main: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate an entry point so that user errors exit cleanly with their message."""
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return main(*args, **kwargs)
+        except BaseException as error:  # re-raised below unless it is a user error
+            user_error = find_user_error(error)
+            if user_error is None or debug_enabled():
+                raise
+            print(format_user_error(user_error), file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from None
+
+    return wrapper

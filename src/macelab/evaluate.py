@@ -1,0 +1,101 @@
+"""``python -m macelab.evaluate ckpt_path=...``: test a checkpoint on every test set.
+
+The checkpoint carries its model and its run config, so by default the data it was trained
+for is evaluated; ``data=<name>`` (and any ``data.*`` override) evaluates other data. Writes
+``results.json``, ``results.md`` and ``parity_<test set>.png`` into the evaluation folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from macelab.cli import user_errors_exit
+from macelab.config import CONFIG_DIR, to_dict
+
+log = logging.getLogger("macelab.evaluate")
+
+
+def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Evaluate ``cfg.ckpt_path`` on its test sets; return the metrics per test set."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from macelab.analysis.parity import save_parity_plots
+    from macelab.precision import apply_precision
+    from macelab.training.checkpoint import read_checkpoint
+    from macelab.training.module import MACELightningModule
+    from macelab.training.results import paper_results, write_results
+
+    output_dir = Path(cfg.paths.output_dir)
+    checkpoint = read_checkpoint(cfg.ckpt_path)
+    saved = OmegaConf.create(checkpoint["hyper_parameters"].get("run_config") or {})
+
+    data_cfg = cfg.get("data") or saved.get("data")
+    if data_cfg is None:
+        from macelab.errors import ConfigError
+
+        raise ConfigError(
+            f"checkpoint {cfg.ckpt_path} does not record its data config; pass data=<name> "
+            "(acac, 3bpa, rmd17 or xyz with data.train_file/test_files)."
+        )
+    # Data configs refer to ${model.r_max} and ${seed}: resolve them against the checkpoint.
+    context = OmegaConf.create(
+        {
+            "model": checkpoint["hyper_parameters"]["model"],
+            "seed": saved.get("seed", 0),
+            "paths": to_dict(cfg.paths),
+            "data": data_cfg,
+        }
+    )
+    data_cfg = context.data
+    if cfg.batch_size is not None:
+        with open_dict(data_cfg):
+            data_cfg.valid_batch_size = cfg.batch_size
+    precision_cfg = cfg.get("precision") or saved.get("precision") or {"name": "64"}
+
+    datamodule = instantiate(data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    module = MACELightningModule.load_from_checkpoint(
+        cfg.ckpt_path,
+        map_location="cpu",
+        test_set_names=list(datamodule.test_set_names),
+        ema={"enabled": cfg.use_ema, "decay": 0.99},
+    )
+    module.collect_predictions = bool(cfg.plots)
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=1,
+        precision=apply_precision(precision_cfg),
+        logger=False,
+        inference_mode=False,
+        use_distributed_sampler=False,
+        enable_model_summary=False,
+        default_root_dir=str(output_dir),
+    )
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    results = module.test_results
+    benchmark = cfg.get("benchmark") or saved.get("benchmark")
+    table = write_results(
+        output_dir, results, paper_results(benchmark), title=f"evaluation of {cfg.ckpt_path}"
+    )
+    if cfg.plots:
+        for path in save_parity_plots(module.predictions, output_dir):
+            log.info("wrote %s", path)
+    print(table)
+    return results
+
+
+@user_errors_exit
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    run_evaluation(cfg)
+
+
+if __name__ == "__main__":
+    main()

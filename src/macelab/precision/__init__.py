@@ -1,0 +1,52 @@
+"""Numerical precision: the names users pick (``precision=...``) and what they mean.
+
+=============  =========================  ==========================================
+name           Lightning ``precision``    meaning
+=============  =========================  ==========================================
+``64``         ``64-true``                float64 weights and compute (the reference)
+``32``         ``32-true``                float32, matmuls in full fp32
+``tf32``       ``32-true``                float32 storage, TensorFloat-32 matmuls
+``16-mixed``   ``16-mixed``               fp16 autocast, fp32 weights, loss scaling
+``bf16-mixed`` ``bf16-mixed``             bf16 autocast, fp32 weights
+=============  =========================  ==========================================
+
+A precision config (``conf/precision/*.yaml``) has ``name``, ``trainer`` (Lightning's
+precision string) and ``matmul_precision`` (``torch.set_float32_matmul_precision``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from macelab.errors import ConfigError
+
+TRAINER_PRECISION = {
+    "64": "64-true",
+    "32": "32-true",
+    "tf32": "32-true",
+    "16-mixed": "16-mixed",
+    "bf16-mixed": "bf16-mixed",
+}
+MATMUL_PRECISION = {"tf32": "high"}
+
+
+def precision_names() -> list[str]:
+    return list(TRAINER_PRECISION)
+
+
+def apply_precision(cfg: Any) -> str:
+    """Set process-wide matmul precision for ``cfg`` and return Lightning's precision string."""
+    name = str(cfg.get("name") if hasattr(cfg, "get") else cfg)
+    if name not in TRAINER_PRECISION:
+        raise ConfigError(
+            f"unknown precision {name!r}; choose one of {', '.join(precision_names())} "
+            "(e.g. precision=bf16-mixed)."
+        )
+    matmul = (cfg.get("matmul_precision") if hasattr(cfg, "get") else None) or MATMUL_PRECISION.get(
+        name, "highest"
+    )
+    torch.set_float32_matmul_precision(matmul)
+    trainer = cfg.get("trainer") if hasattr(cfg, "get") else None
+    return str(trainer or TRAINER_PRECISION[name])

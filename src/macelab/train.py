@@ -1,0 +1,116 @@
+"""``python -m macelab.train``: train a MACE model, then test it and print the paper's table.
+
+A thin Hydra app (``conf/train.yaml``): compose the config, build the data module, the
+LightningModule, callbacks, loggers and trainer from it, fit, test, and write
+``results.json`` / ``results.md`` into the run folder. The logic lives in
+:func:`run_training`, which tests call without Hydra's command line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from macelab.cli import user_errors_exit
+from macelab.config import CONFIG_DIR, to_dict
+
+log = logging.getLogger("macelab.train")
+
+
+def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Fit and test as ``cfg`` says; return the test metrics per test set."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from macelab.precision import apply_precision
+    from macelab.training.checkpoint import check_compatible
+    from macelab.training.module import MACELightningModule
+    from macelab.training.results import paper_results, write_results
+
+    output_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    trainer_precision = apply_precision(cfg.precision)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = MACELightningModule(
+        model=to_dict(cfg.model),
+        statistics=datamodule.statistics.to_dict(),
+        test_set_names=list(datamodule.test_set_names),
+        run_config=to_dict(cfg),
+        **to_dict(cfg.training),
+    )
+    num_parameters = sum(p.numel() for p in module.model.parameters())
+    log.info("%s", datamodule.summary())
+    log.info("model: %s parameters", f"{num_parameters:,}")
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=trainer_precision
+    )
+    for logger in loggers:
+        logger.log_hyperparams({**to_dict(cfg), "num_parameters": num_parameters})
+
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path is not None:
+        check_compatible(ckpt_path, to_dict(cfg.model))
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    train_seconds = time.perf_counter() - started
+
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+    results = module.test_results
+    if trainer.is_global_zero:
+        paper = paper_results(cfg.get("benchmark"))
+        table = write_results(output_dir, results, paper, title=f"{cfg.task_name}: test sets")
+        info = {
+            "train_seconds": train_seconds,
+            "num_parameters": num_parameters,
+            "global_step": trainer.global_step,
+            "epochs": trainer.current_epoch,
+            "best_checkpoint": best,
+            "skipped_steps": module.skipped_steps,
+        }
+        (output_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        print(table)
+    return results
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """``last`` means this run folder's ``checkpoints/last.ckpt``; a folder means its last."""
+    if ckpt_path in (None, "", "null"):
+        return None
+    path = Path(str(ckpt_path))
+    if str(ckpt_path) == "last":
+        path = output_dir / "checkpoints" / "last.ckpt"
+    elif path.is_dir():
+        path = path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else path
+        path = path / "last.ckpt" if path.is_dir() else path
+    from macelab.errors import MacelabError
+
+    if not path.is_file():
+        raise MacelabError(
+            f"no checkpoint to resume from at {path}; to resume a run, pass its folder as "
+            "hydra.run.dir=<run folder> with ckpt_path=last, or give a .ckpt file."
+        )
+    return str(path)
+
+
+@user_errors_exit
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
+    run_training(cfg)
+
+
+if __name__ == "__main__":
+    main()

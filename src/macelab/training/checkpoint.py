@@ -1,0 +1,91 @@
+"""Checkpoints as models: rebuild a MACE model from a macelab checkpoint, EMA weights in.
+
+A macelab checkpoint carries the model config and the training-set statistics in its
+hyper-parameters and the EMA of the weights in its ``macelab`` section, so no data and no
+config file are needed to use it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from macelab.data.statistics import DatasetStatistics
+from macelab.errors import ConfigError, MacelabError
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint file, with a clear error if it is missing or not a macelab one."""
+    path = Path(path)
+    if not path.is_file():
+        raise MacelabError(
+            f"checkpoint {path} does not exist; pass ckpt_path=<run folder>/checkpoints/"
+            "last.ckpt (or best.ckpt) of a macelab training run."
+        )
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # a truncated or foreign file
+        raise MacelabError(
+            f"checkpoint {path} could not be read ({type(error).__name__}: {error}); the file "
+            "is damaged or not a PyTorch checkpoint."
+        ) from error
+    hparams = checkpoint.get("hyper_parameters", {})
+    if "model" not in hparams or "statistics" not in hparams or "macelab" not in checkpoint:
+        raise MacelabError(
+            f"checkpoint {path} was not written by macelab's training (it lacks the model "
+            "config, the statistics or the EMA section)."
+        )
+    return checkpoint
+
+
+def load_model(
+    path: str | Path,
+    *,
+    use_ema: bool = True,
+    map_location: str | torch.device = "cpu",
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model stored in a macelab checkpoint, and the checkpoint's hyper-parameters.
+
+    With ``use_ema`` (the default, as MACE evaluates) the weights are the exponential moving
+    average; otherwise the raw training weights.
+    """
+    from macelab.model import build_model
+
+    checkpoint = read_checkpoint(path, map_location)
+    hparams = checkpoint["hyper_parameters"]
+    model = build_model(hparams["model"], DatasetStatistics.from_dict(hparams["statistics"]))
+    prefix = "model."
+    state = {
+        key[len(prefix) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(prefix)
+    }
+    model.load_state_dict(state)
+    model = model.to(next(iter(state.values())).dtype if state else torch.float64)
+    ema = checkpoint["macelab"].get("ema")
+    if use_ema and ema is not None:
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name in ema["shadow"]:
+                    parameter.copy_(ema["shadow"][name].to(parameter.dtype))
+    model.eval()
+    return model, hparams
+
+
+def check_compatible(path: str | Path, model_cfg: dict[str, Any]) -> None:
+    """Refuse to resume from a checkpoint whose model config differs from ``model_cfg``."""
+    hparams = read_checkpoint(path)["hyper_parameters"]
+    saved = hparams["model"]
+    differing = sorted(
+        key
+        for key in set(saved) | set(model_cfg)
+        if saved.get(key) != model_cfg.get(key) and model_cfg.get(key) is not None
+    )
+    if differing:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {model_cfg.get(k)!r}" for k in differing)
+        raise ConfigError(
+            f"checkpoint {path} was trained with a different model config ({details}); resume "
+            "with the run's own config (its .hydra/config.yaml) or start a new run."
+        )

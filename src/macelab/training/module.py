@@ -1,0 +1,323 @@
+"""The LightningModule that trains and evaluates a MACE model.
+
+It knows the loss, the metrics, the EMA, the optimiser and stage two; it does not know how
+the model computes anything (that is :mod:`macelab.model`). Everything needed to rebuild the
+model (its config and the training-set statistics) is saved in the checkpoint's
+hyper-parameters, and the EMA weights travel with it, so a checkpoint alone is a usable
+model (:func:`macelab.training.checkpoint.load_model`).
+
+Exact resumption: the state that decides the rest of a run is the weights, the optimiser and
+scheduler, the EMA, the epoch, how many batches of the current epoch were consumed, and the
+RNG states; all of them are saved, and on resume the training sampler continues the same
+epoch permutation after the batches already consumed.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import asdict
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from macelab.data.statistics import DatasetStatistics
+from macelab.errors import MacelabError
+from macelab.training.ema import ExponentialMovingAverage
+from macelab.training.loss import EnergyForcesLoss, LossWeights
+from macelab.training.metrics import EnergyForceMetrics
+from macelab.training.optim import (
+    OptimizerConfig,
+    SchedulerConfig,
+    StageTwoConfig,
+    build_optimizer,
+    build_scheduler,
+)
+
+
+class NonFiniteLossError(MacelabError):
+    """The loss became NaN or inf."""
+
+
+def _metric_key(name: str) -> str:
+    """A ModuleDict-safe key for a test-set name."""
+    return re.sub(r"[^0-9A-Za-z_]", "_", name)
+
+
+def _prediction_record(output: dict[str, Tensor | None], batch) -> dict[str, Tensor]:
+    """Predicted and reference labels of one batch, on the CPU in float64 (for plots)."""
+    f64 = torch.float64
+    num_atoms = batch.ptr[1:] - batch.ptr[:-1]
+    record = {
+        "num_atoms": num_atoms.cpu(),
+        "energy": output["energy"].to(f64).cpu(),
+        "energy_ref": batch.energy.to(f64).cpu(),
+        "has_energy": batch.has_energy.cpu(),
+        "index": batch.index.cpu(),
+    }
+    if output.get("forces") is not None:
+        mask = batch.has_forces[batch.batch]
+        record["forces"] = output["forces"][mask].to(f64).cpu()
+        record["forces_ref"] = batch.forces[mask].to(f64).cpu()
+    return record
+
+
+class MACELightningModule(L.LightningModule):
+    """Energy/force training of a MACE model with EMA, stage two and exact resumption.
+
+    Args:
+        model: the model config (``conf/model``), a plain dict.
+        statistics: :class:`DatasetStatistics` of the training set, as a dict.
+        loss: ``{"energy_weight", "forces_weight", "stress_weight", "kind", "huber_delta"}``.
+        optimizer: fields of :class:`OptimizerConfig`.
+        scheduler: fields of :class:`SchedulerConfig`.
+        stage_two: fields of :class:`StageTwoConfig`.
+        ema: ``{"enabled", "decay"}``.
+        nonfinite: ``"stop"`` (raise, naming the step) or ``"skip"`` (skip and count the step).
+        compute_stress: also predict stress (periodic data with stress labels).
+        test_set_names: names of the test loaders, in order.
+        run_config: the whole resolved run config, stored so that a checkpoint alone can be
+            evaluated on the data it was trained for.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        statistics: dict[str, Any],
+        loss: dict[str, Any] | None = None,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        stage_two: dict[str, Any] | None = None,
+        ema: dict[str, Any] | None = None,
+        nonfinite: str = "stop",
+        compute_stress: bool = False,
+        test_set_names: list[str] | None = None,
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        from macelab.model import build_model  # the model package is imported lazily
+
+        self.model = build_model(model, DatasetStatistics.from_dict(statistics))
+        loss = dict(loss or {})
+        self.base_weights = LossWeights(
+            energy=loss.pop("energy_weight", 1.0),
+            forces=loss.pop("forces_weight", 100.0),
+            stress=loss.pop("stress_weight", 0.0),
+        )
+        self.loss_fn = EnergyForcesLoss(LossWeights(**asdict(self.base_weights)), **loss)
+        self.optimizer_config = OptimizerConfig(**(optimizer or {}))
+        self.scheduler_config = SchedulerConfig(**(scheduler or {}))
+        self.stage_two = StageTwoConfig(**(stage_two or {}))
+        ema = dict(ema or {})
+        self.ema: ExponentialMovingAverage | None = None
+        if ema.get("enabled", True):
+            self.ema = ExponentialMovingAverage(self.model, decay=ema.get("decay", 0.99))
+        if nonfinite not in ("stop", "skip"):
+            raise MacelabError(f"nonfinite must be 'stop' or 'skip', got {nonfinite!r}")
+        self.nonfinite = nonfinite
+        self.compute_stress = compute_stress
+        self.test_set_names = list(test_set_names or [])
+        self.train_metrics = EnergyForceMetrics()
+        self.val_metrics = EnergyForceMetrics()
+        self.test_metrics = torch.nn.ModuleDict(
+            {_metric_key(name): EnergyForceMetrics() for name in self.test_set_names}
+        )
+        self.test_results: dict[str, dict[str, float]] = {}
+        self.collect_predictions = False
+        self.predictions: dict[str, list[dict[str, Tensor]]] = {}
+        self.skipped_steps = 0
+        self.batches_done_in_epoch = 0
+        self._resume: tuple[int, int] | None = None
+        self._ema_backup: dict[str, Tensor] | None = None
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(self, batch, training: bool = False) -> dict[str, Tensor | None]:
+        return self.model(
+            batch,
+            compute_forces=True,
+            compute_stress=self.compute_stress,
+            training=training,
+        )
+
+    def _evaluate(self, batch) -> dict[str, Tensor | None]:
+        """Predictions for validation/test: forces need autograd, even under no_grad."""
+        with torch.enable_grad():
+            output = self(batch, training=False)
+        return {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in output.items()}
+
+    # ---------------------------------------------------------------------------- training
+    def in_stage_two(self) -> bool:
+        start = self.stage_two.start_epoch
+        return start is not None and self.current_epoch >= start
+
+    def on_train_epoch_start(self) -> None:
+        resume, self._resume = self._resume, None
+        if resume is None or resume[0] != self.current_epoch:
+            self.batches_done_in_epoch = 0
+        weights = self.loss_fn.weights
+        if self.in_stage_two():
+            weights.energy = self.stage_two.energy_weight
+            weights.forces = self.stage_two.forces_weight
+            weights.stress = self.stage_two.stress_weight
+            if self.current_epoch == self.stage_two.start_epoch and self.batches_done_in_epoch == 0:
+                for group in self.optimizers().optimizer.param_groups:
+                    group["lr"] = self.stage_two.lr
+        else:
+            weights.energy = self.base_weights.energy
+            weights.forces = self.base_weights.forces
+            weights.stress = self.base_weights.stress
+
+    def training_step(self, batch, batch_idx: int) -> Tensor | None:
+        self.batches_done_in_epoch += 1
+        output = self(batch, training=True)
+        terms = self.loss_fn(output, batch)
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            if self.nonfinite == "skip":
+                self.skipped_steps += 1
+                self.log("train/skipped_steps", float(self.skipped_steps), batch_size=1)
+                return None
+            raise NonFiniteLossError(
+                f"the training loss became {loss.item()} at global step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx}, records "
+                f"{batch.index.tolist()} of the training set). Lower the learning rate, use a "
+                "higher precision (precision=32 or 64), or set nonfinite=skip to skip such "
+                "steps; no checkpoint was written from this state."
+            )
+        self.train_metrics.update(output, batch)
+        size = batch.num_graphs
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
+        self.log("train/loss_energy", terms["energy"].detach(), batch_size=size)
+        self.log("train/loss_forces", terms["forces"].detach(), batch_size=size)
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_metrics("train", self.train_metrics.compute())
+        self.train_metrics.reset()
+        self.log("lr", self.optimizers().optimizer.param_groups[0]["lr"])
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        if self.in_stage_two():
+            return  # stage two runs at its own constant learning rate
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.model, self.optimizer_config)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": build_scheduler(optimizer, self.scheduler_config),
+        }
+
+    # ----------------------------------------------------------------------- EMA switching
+    def _swap_in_ema(self) -> None:
+        if self.ema is None or self._ema_backup is not None:
+            return
+        self._ema_backup = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        self.ema.copy_to(self.model)
+
+    def _swap_out_ema(self) -> None:
+        if self._ema_backup is None:
+            return
+        with torch.no_grad():
+            for name, parameter in self.model.named_parameters():
+                parameter.copy_(self._ema_backup[name])
+        self._ema_backup = None
+
+    # -------------------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._swap_in_ema()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        output = self._evaluate(batch)
+        terms = self.loss_fn(output, batch)
+        self.val_metrics.update(output, batch)
+        self.log("val/loss", terms["loss"], batch_size=batch.num_graphs, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._swap_out_ema()
+        self._log_metrics("val", self.val_metrics.compute())
+        self.val_metrics.reset()
+
+    # -------------------------------------------------------------------------------- test
+    def on_test_epoch_start(self) -> None:
+        self._swap_in_ema()
+        self.test_results = {}
+        self.predictions = {name: [] for name in self.test_set_names}
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        name = self.test_set_names[dataloader_idx]
+        output = self._evaluate(batch)
+        self.test_metrics[_metric_key(name)].update(output, batch)
+        if self.collect_predictions:
+            self.predictions[name].append(_prediction_record(output, batch))
+
+    def on_test_epoch_end(self) -> None:
+        self._swap_out_ema()
+        for name in self.test_set_names:
+            metric = self.test_metrics[_metric_key(name)]
+            self.test_results[name] = metric.compute()
+            metric.reset()
+            self._log_metrics(f"test/{name}", self.test_results[name])
+
+    def _log_metrics(self, prefix: str, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.log(f"{prefix}/{key}", float(value), prog_bar=key == "forces_rmse_meV_per_A")
+
+    # ------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for name, parameter in self.model.named_parameters():
+            if not torch.isfinite(parameter).all():
+                raise NonFiniteLossError(
+                    f"refusing to write a checkpoint: parameter {name} is not finite at global "
+                    f"step {self.global_step}. Lower the learning rate or raise the precision."
+                )
+        if self._ema_backup is not None:
+            # Saved during validation: store the training weights, not the EMA ones.
+            state = checkpoint["state_dict"]
+            for name, value in self._ema_backup.items():
+                state[f"model.{name}"] = value.clone()
+        checkpoint["macelab"] = {
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "batches_done_in_epoch": self.batches_done_in_epoch,
+            "skipped_steps": self.skipped_steps,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("macelab")
+        if state is None:
+            raise MacelabError(
+                "this checkpoint was not written by macelab's training (it has no 'macelab' "
+                "section); pass a checkpoint from a macelab run folder."
+            )
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self.batches_done_in_epoch = state["batches_done_in_epoch"]
+        self._resume = (int(checkpoint["epoch"]), self.batches_done_in_epoch)
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and hasattr(datamodule, "resume_training_at"):
+            datamodule.resume_training_at(*self._resume)
