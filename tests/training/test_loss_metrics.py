@@ -85,3 +85,11 @@ def test_metrics_without_forces_report_energy_only():
 def test_metric_sums_stay_float64_after_casting_the_module():
     metric = EnergyForceMetrics().to(torch.float32)
     assert metric.energy_sq.dtype == torch.float64
+
+
+def test_whole_structure_energy_loss_of_the_paper():
+    batch = synthetic_batch([3, 5])
+    output = synthetic_output(batch)
+    terms = EnergyForcesLoss(LossWeights(1.0, 0.0), energy_per_atom=False)(output, batch)
+    de = (output["energy"] - batch.energy).numpy()
+    assert terms["loss"].item() == pytest.approx(np.mean(de**2), rel=1e-12)

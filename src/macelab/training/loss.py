@@ -6,6 +6,9 @@ Following mace-torch's ``weighted`` loss (and the MACE paper, Sec. 5):
       + λ_F / (3 N) Σ_i |F_i - F̂_i|^2
       + λ_σ / (9 B) Σ_b |σ_b - σ̂_b|^2
 
+With ``energy_per_atom=False`` the energy term uses whole-structure energies,
+λ_E / B Σ_b w_b (E_b - Ê_b)^2, as the MACE paper writes its loss (App. A.5.1, Eq. 15).
+
 Each term averages only over configurations that carry that label (the ``has_*`` masks of
 the graph), so a test set with energies but no forces contributes no force error. With
 ``kind="huber"`` the squared error is replaced by the Huber function with threshold
@@ -52,9 +55,11 @@ class EnergyForcesLoss(torch.nn.Module):
         weights: LossWeights | None = None,
         kind: str = "mse",
         huber_delta: float = 0.01,
+        energy_per_atom: bool = True,
     ) -> None:
         super().__init__()
         self.weights = weights or LossWeights()
+        self.energy_per_atom = energy_per_atom
         self.kind = kind
         self.huber_delta = huber_delta
         _error(torch.zeros(1), torch.zeros(1), kind, huber_delta)  # validate kind early
@@ -64,6 +69,8 @@ class EnergyForcesLoss(torch.nn.Module):
         energy = output["energy"]
         dtype = energy.dtype
         num_atoms = (batch.ptr[1:] - batch.ptr[:-1]).to(dtype)
+        if not self.energy_per_atom:
+            num_atoms = torch.ones_like(num_atoms)
         graph_weight = batch.weight.to(dtype)
 
         energy_error = _error(
