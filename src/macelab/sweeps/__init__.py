@@ -1,0 +1,1 @@
+"""Sweeps: Hydra multirun summaries, wandb sweep support, SLURM launching."""
