@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Callable
@@ -58,3 +59,32 @@ def user_errors_exit(main: Callable[..., Any]) -> Callable[..., Any]:
             raise SystemExit(EXIT_USER_ERROR) from None
 
     return wrapper
+
+
+NUMERIC_GROUPS = ("precision",)
+
+
+def quote_numeric_group_options(
+    argv: list[str], groups: tuple[str, ...] = NUMERIC_GROUPS
+) -> list[str]:
+    """Quote numeric options of config groups: ``precision=64`` -> ``precision='64'``.
+
+    Hydra parses ``precision=64`` as the integer 64 and refuses integers as config-group
+    options; the precision group's options are named ``64``, ``32``, ``16-mixed`` ... as
+    Lightning names them, so the entry points quote numbers for that group before Hydra
+    parses the command line (``-m precision=64,32`` works too).
+    """
+    pattern = re.compile(rf"^([+~]?(?:{'|'.join(map(re.escape, groups))}))=(.+)$")
+    quoted = []
+    for argument in argv:
+        match = pattern.match(argument)
+        if match:
+            values = [f"'{v}'" if re.fullmatch(r"\d+", v) else v for v in match.group(2).split(",")]
+            argument = f"{match.group(1)}={','.join(values)}"
+        quoted.append(argument)
+    return quoted
+
+
+def prepare_argv() -> None:
+    """Rewrite ``sys.argv`` in place for Hydra (see :func:`quote_numeric_group_options`)."""
+    sys.argv[1:] = quote_numeric_group_options(sys.argv[1:])

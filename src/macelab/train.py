@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from macelab.cli import user_errors_exit
+from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR, to_dict
 
 log = logging.getLogger("macelab.train")
@@ -113,4 +113,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    prepare_argv()
     main()

@@ -51,7 +51,9 @@ def test_metrics_over_batches_equal_metrics_over_the_whole_set():
         metric.update(output, batch)
     result = metric.compute()
 
-    de = np.concatenate([(o["energy"] - b.energy).numpy() for o, b in zip(outputs, batches)])
+    de = np.concatenate(
+        [(o["energy"] - b.energy).numpy() for o, b in zip(outputs, batches, strict=True)]
+    )
     n = np.concatenate([np.array([3.0, 5.0]) for _ in batches])
     df = np.concatenate(
         [
