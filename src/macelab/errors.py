@@ -52,3 +52,7 @@ class ConfigError(MacelabError, ValueError):
 
 class MissingDataError(DataError, FileNotFoundError):
     """A data file that is not on disk and could not be downloaded."""
+
+
+class ChecksumMismatchError(DataError):
+    """A file whose checksum differs from the published one; it was refused, not used."""

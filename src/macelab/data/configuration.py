@@ -105,6 +105,6 @@ class Configuration:
             raise fail(
                 "cell",
                 "the record is periodic (pbc has True) but its cell has zero volume; give "
-                "the Lattice or set pbc=\"F F F\".",
+                'the Lattice or set pbc="F F F".',
             )
         return self

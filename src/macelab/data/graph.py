@@ -29,12 +29,16 @@ Edge vectors are *not* stored: the model computes them from ``positions`` so tha
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
+from ase import Atoms
 from torch_geometric.data import Data
 
 from macelab.data.configuration import Configuration
 from macelab.data.neighbors import neighbour_list
+from macelab.data.xyz import DEFAULT_KEYS, LabelKeys, atoms_to_configuration
 
 GRAPH_KEYS = (
     "positions",
@@ -55,13 +59,34 @@ GRAPH_KEYS = (
 
 
 class AtomicGraph(Data):
-    """A torch-geometric ``Data`` with the fields above; ``num_nodes`` is the atom count."""
+    """A torch-geometric ``Data`` with the fields above; ``num_nodes`` is the atom count.
+
+    torch-geometric offsets every key that contains ``"index"`` by the node count when it
+    batches graphs, which is right for ``edge_index`` but would corrupt the record ``index``;
+    :meth:`__inc__` and :meth:`__cat_dim__` keep ``index`` as it is, concatenated along
+    graphs.
+    """
+
+    def __inc__(self, key: str, value: Any, *args: Any, **kwargs: Any) -> Any:
+        if key == "index":
+            return 0
+        return super().__inc__(key, value, *args, **kwargs)
+
+    def __cat_dim__(self, key: str, value: Any, *args: Any, **kwargs: Any) -> Any:
+        if key == "index":
+            return 0
+        return super().__cat_dim__(key, value, *args, **kwargs)
 
 
 def configuration_to_graph(config: Configuration, r_max: float) -> AtomicGraph:
-    """Build the graph of one configuration with all neighbours within ``r_max`` Å."""
+    """Build the graph of one configuration with all neighbours within ``r_max`` Å.
+
+    The cell of a configuration with no periodic direction is stored as zeros: a molecule in
+    a 50 Å box with ``pbc="F F F"`` has no cell that matters.
+    """
     n = config.num_atoms
     edge_index, unit_shifts = neighbour_list(config.positions, r_max, config.cell, config.pbc)
+    cell = np.asarray(config.cell) if any(config.pbc) else np.zeros((3, 3))
     f64 = torch.float64
     return AtomicGraph(
         num_nodes=n,
@@ -69,7 +94,7 @@ def configuration_to_graph(config: Configuration, r_max: float) -> AtomicGraph:
         atomic_numbers=torch.as_tensor(config.atomic_numbers, dtype=torch.int64),
         edge_index=torch.as_tensor(edge_index, dtype=torch.int64),
         unit_shifts=torch.as_tensor(unit_shifts, dtype=f64),
-        cell=torch.as_tensor(np.asarray(config.cell), dtype=f64).reshape(1, 3, 3),
+        cell=torch.as_tensor(cell, dtype=f64).reshape(1, 3, 3),
         pbc=torch.as_tensor(config.pbc, dtype=torch.bool).reshape(1, 3),
         energy=torch.tensor([0.0 if config.energy is None else config.energy], dtype=f64),
         forces=(
@@ -88,3 +113,29 @@ def configuration_to_graph(config: Configuration, r_max: float) -> AtomicGraph:
         weight=torch.tensor([config.weight], dtype=f64),
         index=torch.tensor([config.index], dtype=torch.int64),
     )
+
+
+def atoms_to_graph(
+    atoms: Atoms,
+    r_max: float,
+    *,
+    read_labels: bool = False,
+    keys: LabelKeys = DEFAULT_KEYS,
+) -> AtomicGraph:
+    """The graph of an ``ase.Atoms``, e.g. for an ASE calculator.
+
+    Positions, cell and pbc are taken as they are. Labels are read (by ``keys``) only with
+    ``read_labels=True``: inside a calculator ``atoms.calc.results`` holds the model's own
+    previous prediction, which must not come back as a reference label.
+    """
+    if read_labels:
+        config = atoms_to_configuration(atoms, keys, source="<ase.Atoms>", index=0)
+    else:
+        config = Configuration(
+            atomic_numbers=np.asarray(atoms.numbers, dtype=np.int64),
+            positions=np.asarray(atoms.positions, dtype=np.float64),
+            cell=np.asarray(atoms.cell.array, dtype=np.float64),
+            pbc=tuple(bool(flag) for flag in atoms.pbc),
+            source="<ase.Atoms>",
+        ).validate()
+    return configuration_to_graph(config, r_max)
