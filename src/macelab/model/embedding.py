@@ -1,0 +1,86 @@
+"""Node embedding: the element table, one-hot node attributes and Eq. 8's ``W h_j`` at t=0.
+
+An atom's chemistry enters MACE only through its element ``z_i``: a one-hot vector over the
+model's element table (the node attributes, irreps ``n_elements x 0e``), mapped linearly to
+the initial invariant node features ``h_i^(0)`` (irreps ``channels x 0e``), a learnable
+embedding vector per element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from e3nn import o3
+
+from macelab.errors import MacelabError
+
+MAX_ATOMIC_NUMBER = 118
+
+
+class UnknownElementError(MacelabError, ValueError):
+    """Atoms of an element the model was not trained on."""
+
+
+class ElementTable(torch.nn.Module):
+    """Maps atomic numbers Z to indices in the model's element table.
+
+    Args:
+        atomic_numbers: the element table, e.g. ``[1, 6, 7, 8]``; its order is the order of
+            the one-hot attributes and of every per-element parameter (E0, the weights of
+            the product basis and of the self-connection).
+    """
+
+    def __init__(self, atomic_numbers: Sequence[int]) -> None:
+        super().__init__()
+        zs = [int(z) for z in atomic_numbers]
+        if len(set(zs)) != len(zs) or not zs:
+            raise ValueError(f"the element table must list distinct elements, got {zs}")
+        if min(zs) < 1 or max(zs) > MAX_ATOMIC_NUMBER:
+            raise ValueError(f"atomic numbers must be 1-{MAX_ATOMIC_NUMBER}, got {zs}")
+        lookup = torch.full((MAX_ATOMIC_NUMBER + 1,), -1, dtype=torch.int64)
+        lookup[torch.tensor(zs)] = torch.arange(len(zs))
+        self.register_buffer("atomic_numbers", torch.tensor(zs, dtype=torch.int64))
+        self.register_buffer("lookup", lookup, persistent=False)
+
+    @property
+    def num_elements(self) -> int:
+        return int(self.atomic_numbers.numel())
+
+    def check(self, atomic_numbers: torch.Tensor | Sequence[int]) -> None:
+        """Raise :class:`UnknownElementError` if any atomic number is not in the table."""
+        present = {int(z) for z in torch.as_tensor(atomic_numbers).unique().tolist()}
+        unknown = sorted(present - set(self.atomic_numbers.tolist()))
+        if unknown:
+            from ase.data import chemical_symbols
+
+            names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
+            table = ", ".join(chemical_symbols[z] for z in self.atomic_numbers.tolist())
+            raise UnknownElementError(
+                f"this model knows the elements [{table}] but the structure contains {names}; "
+                "use a model trained on these elements, or remove those atoms."
+            )
+
+    def forward(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """``[n]`` atomic numbers -> ``[n]`` int64 indices into the element table."""
+        index = self.lookup[atomic_numbers.clamp(0, MAX_ATOMIC_NUMBER)]
+        if not torch.compiler.is_compiling() and bool((index < 0).any()):
+            self.check(atomic_numbers)
+        return index
+
+
+class NodeEmbedding(torch.nn.Module):
+    """``h_i^(0) = W onehot(z_i)``: ``n_elements x 0e`` -> ``channels x 0e``.
+
+    An e3nn ``o3.Linear``, so weights (and their normalisation) are those of mace-torch's
+    ``LinearNodeEmbeddingBlock``.
+    """
+
+    def __init__(self, num_elements: int, channels: int) -> None:
+        super().__init__()
+        self.irreps_in = o3.Irreps([(num_elements, (0, 1))])
+        self.irreps_out = o3.Irreps([(channels, (0, 1))])
+        self.linear = o3.Linear(self.irreps_in, self.irreps_out)
+
+    def forward(self, node_attrs: torch.Tensor) -> torch.Tensor:
+        return self.linear(node_attrs)  # [n, channels]

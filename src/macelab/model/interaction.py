@@ -1,0 +1,129 @@
+"""The interaction: the atomic basis A of Eq. 8-9 (one message-passing step).
+
+For receiving atom ``i`` and its neighbours ``j`` within ``r_max`` (Eq. 8, with the linear
+mixing of channels that follows it):
+
+    A_{i,kl_3m_3} = 1/avg_num_neighbors * sum_k' W_{kk'l_3}
+                    sum_{j} sum_{l_1m_1,l_2m_2} C^{l_3m_3}_{l_1m_1,l_2m_2}
+                    R_{k'l_1l_2l_3}(r_ji) Y_{l_1m_1}(r_ji / |r_ji|) (W' h_j)_{k'l_2m_2}
+
+Stages, in order (each a named submodule):
+
+- ``linear_up``: ``W' h_j``, mixes channels, keeps irreps (``o3.Linear``).
+- ``radial_mlp``: ``R(r_ji)``, one weight per channel and path per edge.
+- ``tensor_product``: the channel-wise ("uvu") tensor product of ``Y(r_ji)`` with the
+  sender's features, weighted by ``R``; e3nn's ``o3.TensorProduct``. Output irreps
+  ``irreps_mid``: one block per path (:func:`macelab.model.irreps.channelwise_instructions`).
+- ``aggregation``: sum over the neighbours j of each receiver, over ``avg_num_neighbors``.
+- ``linear``: ``W``, mixes channels and merges the paths into the irreps of A,
+  ``channels x (0e + 1o + ... + max_ell)``.
+- ``element_mixing`` (only in the "plain" first layer of older MACE models, mace-torch's
+  ``RealAgnosticInteractionBlock``): an element-dependent linear map of A (``o3``
+  ``FullyConnectedTensorProduct`` with the one-hot attributes). The default "residual"
+  variant (``RealAgnosticResidualInteractionBlock``) instead has an element-dependent
+  self-connection in the update (:class:`macelab.model.product.Update`).
+
+The output is A in channel layout, ``[n_atoms, channels, (max_ell+1)**2]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+
+from macelab.model.irreps import channelwise_instructions, flat_to_channels
+from macelab.model.radial import radial_mlp
+
+
+class NeighbourSum(torch.nn.Module):
+    """The "aggregation" stage: ``sum_{j in N(i)} m_ji / avg_num_neighbors``."""
+
+    def __init__(self, avg_num_neighbors: float) -> None:
+        super().__init__()
+        self.avg_num_neighbors = float(avg_num_neighbors)
+
+    def forward(
+        self,
+        messages: torch.Tensor,  # [n_edges, d]
+        receiver: torch.Tensor,  # [n_edges]
+        num_nodes: int,
+    ) -> torch.Tensor:  # [n_nodes, d]
+        summed = messages.new_zeros(num_nodes, messages.shape[1]).index_add(0, receiver, messages)
+        return summed / self.avg_num_neighbors
+
+    def extra_repr(self) -> str:
+        return f"avg_num_neighbors={self.avg_num_neighbors}"
+
+
+class Interaction(torch.nn.Module):
+    """Eq. 8-9: node features ``h`` (irreps ``node_irreps``) -> atomic basis A ``[n, C, K]``.
+
+    Args:
+        node_irreps: irreps of the input node features h.
+        edge_irreps: irreps of the spherical harmonics, ``0e + 1o + ... + max_ell``.
+        a_irreps: irreps of A, ``C x (0e + 1o + ... + max_ell)``.
+        num_bessel: size of the radial basis (input of the radial MLP).
+        radial_hidden: hidden sizes of the radial MLP.
+        avg_num_neighbors: normalisation of the neighbour sum.
+        num_elements: size of the element table (for ``element_mixing``).
+        element_mixing: add the plain variant's element-dependent linear map of A.
+    """
+
+    def __init__(
+        self,
+        node_irreps: o3.Irreps,
+        edge_irreps: o3.Irreps,
+        a_irreps: o3.Irreps,
+        num_bessel: int,
+        radial_hidden: list[int],
+        avg_num_neighbors: float,
+        num_elements: int,
+        element_mixing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.node_irreps = o3.Irreps(node_irreps)
+        self.edge_irreps = o3.Irreps(edge_irreps)
+        self.a_irreps = o3.Irreps(a_irreps)
+        self.linear_up = o3.Linear(self.node_irreps, self.node_irreps)
+        self.irreps_mid, instructions = channelwise_instructions(
+            self.node_irreps, self.edge_irreps, self.a_irreps
+        )
+        self.tensor_product = o3.TensorProduct(
+            self.node_irreps,
+            self.edge_irreps,
+            self.irreps_mid,
+            instructions=instructions,
+            shared_weights=False,
+            internal_weights=False,
+        )
+        num_weights = self.tensor_product.weight_numel
+        self.radial_mlp = radial_mlp(num_bessel, list(radial_hidden), num_weights)
+        self.aggregation = NeighbourSum(avg_num_neighbors)
+        self.linear = o3.Linear(self.irreps_mid, self.a_irreps)
+        self.element_mixing: o3.FullyConnectedTensorProduct | None = None
+        if element_mixing:
+            attr_irreps = o3.Irreps([(num_elements, (0, 1))])
+            self.element_mixing = o3.FullyConnectedTensorProduct(
+                self.a_irreps, attr_irreps, self.a_irreps
+            )
+
+    def forward(
+        self,
+        node_feats: torch.Tensor,  # [n, node_irreps.dim]
+        node_attrs: torch.Tensor,  # [n, n_elements] one-hot
+        edge_sh: torch.Tensor,  # [n_edges, (max_ell+1)**2]
+        edge_radial: torch.Tensor,  # [n_edges, num_bessel]
+        edge_index: torch.Tensor,  # [2, n_edges]
+        envelope: torch.Tensor | None = None,  # [n_edges, 1], only if not applied to the basis
+    ) -> torch.Tensor:
+        sender, receiver = edge_index[0], edge_index[1]
+        node_feats = self.linear_up(node_feats)  # [n, node_irreps.dim]
+        weights = self.radial_mlp(edge_radial)  # [n_edges, weight_numel]
+        if envelope is not None:
+            weights = weights * envelope
+        messages = self.tensor_product(node_feats[sender], edge_sh, weights)  # [n_edges, mid]
+        a = self.aggregation(messages, receiver, node_feats.shape[0])  # [n, irreps_mid.dim]
+        a = self.linear(a)  # [n, a_irreps.dim]
+        if self.element_mixing is not None:
+            a = self.element_mixing(a, node_attrs)
+        return flat_to_channels(a, self.a_irreps)  # [n, C, (max_ell+1)**2]
