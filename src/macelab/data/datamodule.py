@@ -296,6 +296,17 @@ class MACEDataModule(LightningDataModule):
             )
         return self._train_sampler
 
+    def resume_training_at(self, epoch: int, batches_done: int) -> None:
+        """Make the next training epoch continue ``epoch`` after ``batches_done`` batches.
+
+        Called by the LightningModule when it restores a mid-epoch checkpoint: the sampler
+        replays that epoch's permutation and skips the ``batches_done * batch_size`` samples
+        this rank already consumed.
+        """
+        sampler = self.train_sampler
+        sampler.set_epoch(int(epoch))
+        sampler.skip(min(int(batches_done) * self.batch_size, sampler.samples_per_rank))
+
     def _sync_sampler_rank(self) -> None:
         """Point the existing train sampler at this process's rank (after DDP has started)."""
         if self._train_sampler is not None:
