@@ -221,7 +221,7 @@ class MACEDataModule(LightningDataModule):
         self.test_datasets = dict(parts.tests)
         self.missing = list(parts.missing)
         self.statistics = statistics
-        log.info("%s", self.summary())
+        log.debug("%s", self.summary())
 
     def _split(self, parts: DatasetParts, train_file: GraphStore) -> tuple[GraphStore, GraphStore]:
         source = train_file.source
