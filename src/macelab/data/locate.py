@@ -86,6 +86,9 @@ def locate(
         candidate = base / relpath
         if candidate.is_file():
             return LocatedFile(candidate, relpath, "root")
+        inside = base / relpath.removeprefix("rmd17/")  # a root that *is* the rmd17 folder
+        if relpath.startswith("rmd17/") and inside.is_file():
+            return LocatedFile(inside, relpath, "root")
         looked.append(f"data root {base}")
     else:
         looked.append("no data root set (data.root / MACELAB_DATA)")

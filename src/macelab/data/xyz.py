@@ -275,7 +275,9 @@ def atoms_to_configuration(
         source=source,
         index=index,
         config_type=None if config_type is None else str(config_type),
-        weight=float(atoms.info.get("config_weight", 1.0)),
+        weight=float(
+            _as_array(atoms.info.get("config_weight", 1.0), source, index, "config_weight", line)
+        ),
         info=info,
     )
     return config.validate()
