@@ -77,6 +77,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         use_distributed_sampler=False,
         enable_model_summary=False,
         default_root_dir=str(output_dir),
+        limit_test_batches=cfg.get("limit_test_batches"),
     )
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = module.test_results

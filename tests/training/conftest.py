@@ -22,6 +22,7 @@ TINY = [
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=6",
     "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
     "trainer.enable_progress_bar=false",
     "data.num_valid=10",
     "data.num_train=60",

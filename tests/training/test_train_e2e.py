@@ -38,7 +38,7 @@ def test_short_training_lowers_validation_force_error_and_evaluate_reproduces_it
 
     saved = json.loads((run_dir / "results.json").read_text())
     assert set(saved) == {"test_MD_300K", "test_MD_600K", "test_H_transfer", "test_dihedral"}
-    assert saved["test_MD_300K"]["num_structures"] == 650
+    assert saved["test_MD_300K"]["num_structures"] == 20  # limit_test_batches=2, batches of 10
     assert "forces_rmse_meV_per_A" in saved["test_MD_300K"]
     assert "forces_rmse_meV_per_A" not in saved["test_H_transfer"]  # energies only
     assert math.isfinite(saved["test_MD_600K"]["energy_rmse_meV"])

@@ -47,6 +47,28 @@ def _metric_key(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", name)
 
 
+def _rng_state() -> dict[str, Any]:
+    """The RNG states of torch, numpy and Python, as types ``torch.load`` accepts safely."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    version, python_state, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "python": [version, list(python_state), gauss],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, python_state, gauss = state["python"]
+    random.setstate((version, tuple(python_state), gauss))
+
+
 def _prediction_record(output: dict[str, Tensor | None], batch) -> dict[str, Tensor]:
     """Predicted and reference labels of one batch, on the CPU in float64 (for plots)."""
     f64 = torch.float64
@@ -292,12 +314,7 @@ class MACELightningModule(L.LightningModule):
             "ema": None if self.ema is None else self.ema.state_dict(),
             "batches_done_in_epoch": self.batches_done_in_epoch,
             "skipped_steps": self.skipped_steps,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
+            "rng": _rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -312,12 +329,7 @@ class MACELightningModule(L.LightningModule):
         self.skipped_steps = state.get("skipped_steps", 0)
         self.batches_done_in_epoch = state["batches_done_in_epoch"]
         self._resume = (int(checkpoint["epoch"]), self.batches_done_in_epoch)
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        _set_rng_state(state["rng"])
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if datamodule is not None and hasattr(datamodule, "resume_training_at"):
             datamodule.resume_training_at(*self._resume)
