@@ -49,7 +49,7 @@ def test_short_training_lowers_validation_force_error_and_evaluate_reproduces_it
     eval_dir = tmp_path / "eval"
     eval_cfg = compose_config(
         "evaluate",
-        [f"ckpt_path={best}", "trainer=null"] if False else [f"ckpt_path={best}"],
+        [f"ckpt_path={best}", "limit_test_batches=2"],
         output_dir=eval_dir,
     )
     evaluated = run_evaluation(eval_cfg)
