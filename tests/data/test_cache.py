@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from macelab.data import cache, sources
+from macelab.data.files import read_text
 from macelab.data.locate import LocatedFile
 from macelab.data.packaged import packaged_path
 from macelab.data.sources import load_xyz_store
@@ -13,10 +14,8 @@ from macelab.data.xyz import LabelKeys
 
 def located(tmp_path, name="small.xyz", frames=20) -> LocatedFile:
     """A private copy of the first ``frames`` AcAc test frames (15 atoms each)."""
-    lines = packaged_path("dataset_acac/test_dihedral.xyz")
-    from macelab.data.files import read_text
-
-    text = "".join(line + "\n" for line in read_text(lines).splitlines()[: 17 * frames])
+    lines = read_text(packaged_path("dataset_acac/test_dihedral.xyz")).splitlines()
+    text = "".join(line + "\n" for line in lines[: 17 * frames])
     path = tmp_path / name
     path.write_text(text)
     return LocatedFile(path, name, "user")

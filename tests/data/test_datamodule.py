@@ -194,6 +194,7 @@ def test_user_xyz_files_with_custom_keys(tmp_path):
     assert module.test_set_names == ["set_a"]
     assert module.statistics.num_configurations == 10  # isolated atoms are not trained on
     np.testing.assert_allclose(module.val_dataset[0].forces[1].numpy(), [-0.1, 0.0, 0.0])
+    assert "2 isolated-atom frame(s)" in module.summary()  # said, not silently dropped
 
 
 def test_xyz_needs_a_training_file():

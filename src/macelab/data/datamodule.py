@@ -210,6 +210,12 @@ class MACEDataModule(LightningDataModule):
         if parts.valid is not None:
             require_labels(parts.valid, ("energy", "forces"), role="validation", keys=self.keys)
         train, valid = self._split(parts, train_file)
+        if len(isolated_in_train):
+            self._notes["isolated"] = (
+                f"{len(isolated_in_train)} isolated-atom frame(s) of {parts.train.source} are "
+                "not trained on" + (" (their energies are the E0s)" if self._e0s_from_file else "")
+            )
+            log.info("%s", self._notes["isolated"])
         for name, test in parts.tests.items():
             check_not_empty(len(test), split=f"test ({name})", source=test.source)
             require_labels(test, ("energy",), role="test", keys=self.keys)
@@ -247,6 +253,13 @@ class MACEDataModule(LightningDataModule):
             order = np.random.default_rng(self.seed).permutation(len(train_file))
             train_file = train_file.select(np.sort(order[: self.num_train]))
         return train_file, parts.valid
+
+    @property
+    def _e0s_from_file(self) -> bool:
+        return not isinstance(self.e0s, Mapping) and str(self.e0s).strip().lower() in (
+            "file",
+            "isolated_atoms",
+        )
 
     def _resolve_e0s(
         self, parts: DatasetParts, isolated_in_train: GraphStore, train: GraphStore
@@ -384,6 +397,8 @@ class MACEDataModule(LightningDataModule):
             for z, e in zip(stats.atomic_numbers, stats.atomic_energies, strict=True)
         )
         lines.append(f"  E0s ({stats.e0_source}, eV): {e0_text}")
+        if "isolated" in self._notes:
+            lines.append(f"  {self._notes['isolated']}")
         lines.append(
             f"  avg_num_neighbors {stats.avg_num_neighbors:.4f}; interaction energy per atom "
             f"mean {stats.mean_interaction_energy_per_atom:.6f} eV, std "
