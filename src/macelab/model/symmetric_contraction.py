@@ -111,17 +111,19 @@ class IrrepContraction(torch.nn.Module):
         return out.reshape(n, C * D)
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Self:
-        """Cast like any module, but keep the constants U in at least float32.
+        """Cast like any module, but keep the constants U in at least float32, exact.
 
         ``model.half()`` or ``model.to(torch.bfloat16)`` would otherwise round the Clebsch-
-        Gordan coefficients to 8-11 bits; they are restored from the float64 masters instead.
+        Gordan coefficients to 8-11 bits, and a float32 round trip would leave float64 models
+        with rounded constants; the buffers are re-derived from the float64 masters instead.
         """
         super()._apply(fn, recurse)
         for nu, master in self._constants.items():
             name = f"U_{nu}"
             buffer = self._buffers[name]
-            if buffer is not None and torch.finfo(buffer.dtype).bits < _MIN_CONSTANT_BITS:
-                self._buffers[name] = master.to(device=buffer.device, dtype=torch.float32)
+            if buffer is not None:
+                dtype = _constant_dtype(buffer.dtype)
+                self._buffers[name] = master.to(device=buffer.device, dtype=dtype)
         return self
 
     def extra_repr(self) -> str:

@@ -1,0 +1,88 @@
+"""The ASE calculator: same numbers as the model, precisions, periodic cells, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from macelab.calculator import MACECalculator
+from macelab.errors import ConfigError
+from macelab.model import MACE, UnknownElementError
+
+from .helpers import batch, read_molecule, relative_error, silicon_cell, small_model
+
+
+@pytest.fixture(scope="module")
+def model() -> MACE:
+    return small_model(seed=6, channels=6, max_L=1)
+
+
+def test_molecule_matches_model(shared_data_root, model):
+    atoms = read_molecule(shared_data_root, "3bpa", 1)
+    atoms.calc = MACECalculator(model)
+    expected = model(batch([atoms]))
+    assert atoms.get_potential_energy() == pytest.approx(
+        float(expected["energy"][0].detach()), abs=1e-12
+    )
+    assert atoms.get_potential_energy(force_consistent=True) == atoms.get_potential_energy()
+    assert relative_error(atoms.get_forces(), expected["forces"]) < 1e-13
+    node_energies = atoms.calc.get_property("node_energies")
+    assert node_energies.sum() == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_stress()  # stress only for periodic cells
+
+
+def test_periodic_stress_matches_model(model):
+    atoms = silicon_cell(seed=3)
+    atoms.calc = MACECalculator(model)
+    expected = model(batch([atoms]), compute_stress=True)
+    voigt = full_3x3_to_voigt_6_stress(expected["stress"][0].detach().numpy())
+    assert relative_error(atoms.get_stress(), voigt) < 1e-13
+    assert relative_error(atoms.get_forces(), expected["forces"]) < 1e-13
+
+
+def test_recomputes_when_atoms_move(shared_data_root, model):
+    atoms = read_molecule(shared_data_root, "ethanol")
+    atoms.calc = MACECalculator(model)
+    first = atoms.get_potential_energy()
+    assert atoms.get_potential_energy() == first
+    atoms.positions[0] += [0.05, 0.0, 0.0]
+    moved = atoms.get_potential_energy()
+    assert moved != first
+    assert moved == pytest.approx(float(model(batch([atoms]))["energy"][0].detach()), abs=1e-12)
+
+
+def test_float32_precision(shared_data_root, model):
+    atoms = read_molecule(shared_data_root, "acac", 3)
+    calc64, calc32 = MACECalculator(model, precision="64"), MACECalculator(model, precision=32)
+    assert calc32.model.dtype == torch.float32 and model.dtype == torch.float64
+    e64 = calc64.get_potential_energy(atoms)
+    e32 = calc32.get_potential_energy(atoms)
+    assert isinstance(e32, float)
+    assert abs(e32 - e64) < 1e-6 * abs(e64)
+    f64, f32 = calc64.get_forces(atoms), calc32.get_forces(atoms)
+    assert np.abs(f32 - f64).max() < 1e-4 * np.abs(f64).max()
+
+
+def test_unknown_precision_names_the_choices(model):
+    with pytest.raises(ConfigError, match="'64', '32'"):
+        MACECalculator(model, precision="16")
+
+
+def test_unknown_element_names_it_and_the_table(model):
+    atoms = silicon_cell()
+    atoms.numbers[0] = 26
+    atoms.calc = MACECalculator(model)
+    with pytest.raises(UnknownElementError, match=r"Fe \(Z=26\).*") as error:
+        atoms.get_potential_energy()
+    assert "H, C, N, O, Si" in str(error.value)
+
+
+def test_model_refuses_unknown_elements(model):
+    atoms = silicon_cell()
+    atoms.numbers[0] = 79
+    with pytest.raises(UnknownElementError, match="Au"):
+        model(batch([atoms]))

@@ -1,0 +1,106 @@
+"""conf/model: the paper's architecture, the size group, overrides, and build_model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from macelab.data.statistics import DatasetStatistics
+from macelab.errors import ConfigError
+from macelab.model import MACE, build_model, count_parameters
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+SIZES = {
+    "tiny": (16, 1),
+    "small": (128, 0),
+    "medium": (128, 1),
+    "large": (128, 2),
+    "paper": (256, 2),
+}
+
+
+def _compose(tmp_path: Path, overrides: list[str]) -> DictConfig:
+    """Compose conf/ through a minimal primary config of our own (not conf/train.yaml)."""
+    (tmp_path / "primary.yaml").write_text(
+        f"defaults:\n  - model: mace\n  - _self_\nhydra:\n  searchpath:\n    - file://{CONF}\n"
+    )
+    with initialize_config_dir(config_dir=str(tmp_path), version_base=None):
+        return compose(config_name="primary", overrides=overrides)
+
+
+def _statistics(r_max: float = 5.0) -> DatasetStatistics:
+    return DatasetStatistics(
+        atomic_numbers=[1, 6, 8],
+        atomic_energies=[-13.6, -1029.0, -2041.0],
+        avg_num_neighbors=9.5,
+        mean_interaction_energy_per_atom=-0.25,
+        std_interaction_energy_per_atom=0.05,
+        rms_forces=1.7,
+        num_configurations=10,
+        r_max=r_max,
+    )
+
+
+def test_default_is_the_paper_model(tmp_path):
+    model = _compose(tmp_path, [])["model"]
+    assert (model.channels, model.max_L) == SIZES["paper"]
+    assert model.max_ell == 3 and model.correlation == 3 and model.num_interactions == 2
+    assert model.r_max == 5.0 and model.num_bessel == 8 and model.num_polynomial_cutoff == 5
+    assert list(model.radial_mlp) == [64, 64, 64] and model.readout_mlp == 16
+    assert model.gate == "silu" and model.interaction_first == "residual"
+    assert model.reduced_cg is False
+    for key in ("atomic_numbers", "atomic_energies", "avg_num_neighbors", "scale", "shift"):
+        assert model[key] is None
+
+
+@pytest.mark.parametrize("size", sorted(SIZES))
+def test_sizes_and_overrides(tmp_path, size):
+    model = _compose(tmp_path, [f"model/size={size}", "model.correlation=2"])["model"]
+    assert (model.channels, model.max_L) == SIZES[size]
+    assert model.correlation == 2 and model.max_ell == 3
+    assert "size" not in model  # the size group merges into the model node
+
+
+def test_build_from_config_and_statistics(tmp_path):
+    cfg = _compose(tmp_path, ["model/size=tiny", "model.correlation=[3,2]", "model.max_ell=2"])
+    model = build_model(cfg.model, _statistics())
+    assert isinstance(model, MACE)
+    h = model.hyperparameters
+    assert h["atomic_numbers"] == [1, 6, 8] and h["atomic_energies"] == [-13.6, -1029.0, -2041.0]
+    assert h["avg_num_neighbors"] == 9.5 and h["scale"] == 1.7 and h["shift"] == -0.25
+    assert h["correlation"] == [3, 2] and h["channels"] == 16 and h["max_L"] == 1
+    assert float(model.scale_shift.scale) == 1.7
+    assert count_parameters(model) == sum(p.numel() for p in model.parameters())
+    given = {
+        "atomic_numbers": [1, 8],
+        "atomic_energies": [-1.0, -2.0],
+        "avg_num_neighbors": 3.0,
+        "scale": 2.0,
+        "shift": 0.0,
+    }
+    explicit = build_model({**dict(cfg.model), **given}, None)  # nothing from statistics
+    assert {k: explicit.hyperparameters[k] for k in given} == given
+
+
+def test_build_errors_say_what_to_do(tmp_path):
+    cfg = dict(_compose(tmp_path, ["model/size=tiny"]).model)
+    with pytest.raises(ConfigError, match="unknown model config keys \\['chanels'\\]"):
+        build_model({**cfg, "chanels": 8}, _statistics())
+    with pytest.raises(ConfigError, match="no dataset statistics"):
+        build_model(cfg, None)
+    with pytest.raises(ConfigError, match=r"r_max=4\.0"):
+        build_model(cfg, _statistics(r_max=4.0))
+    with pytest.raises(ConfigError, match="correlation orders must be 1-4"):
+        build_model({**cfg, "correlation": 5}, _statistics())
+    with pytest.raises(ConfigError, match="interaction_first"):
+        build_model({**cfg, "interaction_first": "other"}, _statistics())
+
+
+def test_zero_force_rms_falls_back_to_unit_scale(tmp_path):
+    cfg = _compose(tmp_path, ["model/size=tiny", "model.max_ell=1", "model.correlation=1"])
+    statistics = _statistics()
+    statistics.rms_forces = 0.0
+    assert build_model(cfg.model, statistics).hyperparameters["scale"] == 1.0
