@@ -16,7 +16,7 @@ import pytest
 from macelab.data import download
 from macelab.data.files import git_blob_sha1
 from macelab.data.locate import locate
-from macelab.errors import ChecksumMismatchError, MissingDataError
+from macelab.errors import ChecksumMismatchError, DataError, MissingDataError
 
 RELPATH = "dataset_3BPA/test_300K.xyz"
 CONTENT = b"1\nProperties=species:S:1:pos:R:3 energy=-13.6\nH 0.0 0.0 0.0\n"
@@ -138,6 +138,7 @@ def test_rmd17_members_are_extracted_from_the_archive(server, online, monkeypatc
     with tarfile.open(fileobj=buffer, mode="w:bz2") as tar:
         for name, data in [
             ("rmd17/splits/index_test_03.csv", b"5\n3\n"),
+            ("rmd17/splits/index_train_03.csv", b"1\n2\n"),
             ("rmd17/readme.txt", b""),
         ]:
             info = tarfile.TarInfo(name)
@@ -149,7 +150,10 @@ def test_rmd17_members_are_extracted_from_the_archive(server, online, monkeypatc
     found = locate("rmd17/splits/index_test_03.csv", cache_dir=online)
     assert found.origin == "downloaded"
     assert found.path.read_bytes() == b"5\n3\n"
-    with pytest.raises(Exception, match="no member"):
+    train_split = online / "downloads" / "rmd17/splits/index_train_03.csv"
+    assert train_split.read_bytes() == b"1\n2\n"  # the same pass took the other split too
+    assert not (online / "downloads" / "rmd17/readme.txt").exists()  # not a registered file
+    with pytest.raises(DataError, match="no member"):
         download.download("rmd17/splits/index_test_04.csv", cache_dir=online)
 
 

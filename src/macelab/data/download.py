@@ -250,33 +250,57 @@ def _download_entry(entry: RemoteFile, destination: Path, timeout: float) -> Pat
     return destination
 
 
-def _extract_member(archive: Path, entry: RemoteFile, destination: Path) -> Path:
-    """Extract ``entry.relpath`` from ``archive`` (members are stored under that same path)."""
+SMALL_MEMBER_BYTES = 1 << 20
+
+
+def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, destination: Path) -> None:
+    source = tar.extractfile(member)
+    if source is None:  # a directory or link, not a file
+        return
     destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(
+        prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
+    )
+    try:
+        with os.fdopen(handle, "wb") as out:
+            shutil.copyfileobj(source, out)
+        os.replace(temp_name, destination)
+    finally:
+        Path(temp_name).unlink(missing_ok=True)
+
+
+def _extract_member(archive: Path, entry: RemoteFile, destination: Path) -> Path:
+    """Extract ``entry.relpath`` from ``archive`` (members are stored under that same path).
+
+    One pass over the (compressed, sequential) archive also extracts every other small
+    registered member of it (the split files), so that a run needing the npz and two splits
+    decompresses the archive once, not three times.
+    """
+    root = destination.parents[len(Path(entry.relpath).parts) - 1]
     try:
         with tarfile.open(archive) as tar:
-            member = tar.getmember(entry.relpath)
-            source = tar.extractfile(member)
-            if source is None:
-                raise KeyError(entry.relpath)
-            handle, temp_name = tempfile.mkstemp(
-                prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
-            )
-            with os.fdopen(handle, "wb") as out:
-                shutil.copyfileobj(source, out)
-            os.replace(temp_name, destination)
-    except KeyError:
-        raise DataError(
-            f"the archive {archive} has no member '{entry.relpath}'; delete it to download "
-            "a fresh copy.",
-            file=archive,
-            field=entry.relpath,
-        ) from None
+            for member in tar:
+                wanted = member.name == entry.relpath
+                small = (
+                    member.name in REGISTRY
+                    and REGISTRY[member.name].archive == entry.archive
+                    and member.size <= SMALL_MEMBER_BYTES
+                    and not (root / member.name).is_file()
+                )
+                if wanted or small:
+                    _write_member(tar, member, root / member.name)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DataError(
             f"the archive {archive} cannot be read ({exc}); delete it to download a fresh copy.",
             file=archive,
         ) from None
+    if not destination.is_file():
+        raise DataError(
+            f"the archive {archive} has no member '{entry.relpath}'; delete it to download "
+            "a fresh copy.",
+            file=archive,
+            field=entry.relpath,
+        )
     return destination
 
 
