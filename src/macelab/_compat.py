@@ -35,3 +35,23 @@ def e3nn_version() -> tuple[int, ...]:
     """The installed e3nn version as a tuple of ints, e.g. ``(0, 4, 4)``."""
     version = import_e3nn().__version__
     return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
+
+
+def wigner_3j(l1: int, l2: int, l3: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """e3nn's real Wigner 3j symbol ``[2l1+1, 2l2+1, 2l3+1]`` with a release-independent sign.
+
+    The symbol is unique up to its sign, and e3nn releases disagree on the sign for some
+    triples with odd ``l1 + l2 + l3`` (e.g. ``(1, 2, 2)``, ``(1, 3, 3)``, ``(4, 4, 5)``: e3nn
+    0.4.4 reads precomputed constants, >= 0.5 computes them). Those triples couple into
+    irreps of unnatural parity, which appear as intermediates of macelab's generalised
+    Clebsch-Gordan coefficients (correlation >= 3), so with e3nn's raw symbols the same
+    weights would give a different model under another e3nn release. We fix the sign: the
+    first entry (in C order) whose magnitude exceeds 1e-6 of the largest is positive.
+    (Triples with even ``l1 + l2 + l3``, the only ones e3nn's tensor products use in MACE,
+    agree between releases to rounding.)
+    """
+    o3 = import_e3nn().o3
+    symbol = o3.wigner_3j(l1, l2, l3, dtype=dtype)
+    flat = symbol.flatten()
+    first = int((flat.abs() > 1e-6 * flat.abs().max()).nonzero()[0, 0])
+    return symbol if flat[first] > 0 else -symbol

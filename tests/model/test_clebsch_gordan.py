@@ -121,3 +121,15 @@ def test_constants_stay_at_least_float32_and_are_not_saved():
         assert model.embedding.linear.weight.dtype == dtype
     contraction = model.products[0].contraction.contractions[0]
     assert torch.equal(contraction.U(2), contraction._constants[2])  # float64 restored exactly
+
+
+def test_wigner_3j_sign_is_fixed():
+    """macelab's 3j symbols are e3nn's up to a sign fixed by a rule that does not depend on
+    the e3nn release (e3nn 0.4.4 and 0.6.0 differ in sign for, e.g., (1, 2, 2))."""
+    from macelab._compat import wigner_3j
+
+    for l1, l2, l3 in [(1, 1, 1), (1, 2, 2), (2, 2, 1), (1, 3, 3), (3, 3, 3), (2, 3, 4)]:
+        ours, theirs = wigner_3j(l1, l2, l3), o3.wigner_3j(l1, l2, l3, dtype=torch.float64)
+        assert torch.equal(ours, theirs) or torch.equal(ours, -theirs)
+        flat = ours.flatten()
+        assert flat[(flat.abs() > 1e-6 * flat.abs().max()).nonzero()[0, 0]] > 0

@@ -10,7 +10,8 @@ as *coupling trees*: couple the first two factors into an intermediate degree, t
 third into the next, and so on until ``L``; ``eta`` enumerates the trees (the degrees
 ``l_1 .. l_nu`` and the intermediate irreps). Each step is e3nn's real Wigner 3j symbol in
 "component" normalisation (times ``sqrt(2 L_mid + 1)``), so every tree has Frobenius norm
-``sqrt(2L + 1)``.
+``sqrt(2L + 1)``; the symbols' signs are fixed by :func:`macelab._compat.wigner_3j`, so the
+basis (and what trained weights mean) is the same under every e3nn release.
 
 A basis is stored as one float64 tensor ``U`` of shape ``[2L+1, K, ..., K, n_paths]`` (``nu``
 axes of size ``K = sum_l (2l+1)``, the components of all degrees of A, in the order of
@@ -38,6 +39,8 @@ import math
 import torch
 from e3nn import o3
 
+from macelab._compat import wigner_3j
+
 F64 = torch.float64
 
 
@@ -59,7 +62,7 @@ def _couple(
 
     Returns ``[2l_out+1, K**(k+1), *rest]``: the new input axis is the last of the ``K`` axes.
     """
-    cg = o3.wigner_3j(ir_left.l, ir_right.l, ir_out.l, dtype=F64) * math.sqrt(ir_out.dim)
+    cg = wigner_3j(ir_left.l, ir_right.l, ir_out.l, dtype=F64) * math.sqrt(ir_out.dim)
     rest = left.shape[2:]
     out = left.new_zeros((ir_out.dim, left.shape[1], K, *rest))
     # [dl, dr, dout] x [dl, K**k, *rest] -> [dout, K**k, dr, *rest]
