@@ -1,0 +1,255 @@
+"""The compared paths: one implementation in one precision, all with the same weights.
+
+The model is built once, in float64, by mace-torch exactly as its command line builds it
+(``ScaleShiftMACE`` with ``RealAgnosticResidualInteractionBlock``, ``use_reduced_cg=False``).
+Every other path is derived from it, so weights are identical everywhere:
+
+* ``macelab``: ``macelab.interop.from_mace_torch(reference)``, copied and cast per precision;
+* ``mace-torch``: the reference itself, copied and cast (e3nn backend);
+* ``mace-torch+cueq``: mace-torch's own converter (``mace.cli.convert_e3nn_cueq``) to NVIDIA
+  cuEquivariance kernels.
+
+A :class:`Path` runs ``(energy [n_graphs], forces [n_atoms, 3])`` on an inputs object that
+:meth:`Path.prepare` makes once per batch, so input conversion is never timed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch
+
+from benchmarks.precisions import PrecisionSpec, macelab_precisions, precision
+from benchmarks.settings import ModelSpec
+
+log = logging.getLogger(__name__)
+
+MACELAB = "macelab"
+MACE_TORCH = "mace-torch"
+MACE_CUEQ = "mace-torch+cueq"
+
+
+@dataclass
+class ModelStatistics:
+    """What the model needs from the data, computed on the benchmark molecules."""
+
+    atomic_energies: dict[int, float]
+    avg_num_neighbors: float
+    scale: float
+    shift: float
+    source: str
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """torch's default dtype set to ``dtype`` inside the block (mace-torch reads it)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_reference_mace(spec: ModelSpec, stats: ModelStatistics) -> torch.nn.Module:
+    """The float64 mace-torch model every path is derived from (mace-torch's CLI defaults)."""
+    from e3nn import o3
+    from mace import modules
+
+    hidden = o3.Irreps(
+        (spec.channels * o3.Irreps.spherical_harmonics(spec.max_L)).sort().irreps.simplify()
+    )
+    interaction = modules.interaction_classes[spec.interaction]
+    with default_dtype(torch.float64):
+        model = modules.ScaleShiftMACE(
+            r_max=spec.r_max,
+            num_bessel=spec.num_bessel,
+            num_polynomial_cutoff=spec.num_polynomial_cutoff,
+            max_ell=spec.max_ell,
+            interaction_cls=interaction,
+            interaction_cls_first=interaction,
+            num_interactions=spec.num_interactions,
+            num_elements=len(spec.atomic_numbers),
+            hidden_irreps=hidden,
+            MLP_irreps=o3.Irreps(f"{spec.readout_hidden}x0e"),
+            atomic_energies=np.array([stats.atomic_energies[z] for z in spec.atomic_numbers]),
+            avg_num_neighbors=stats.avg_num_neighbors,
+            atomic_numbers=list(spec.atomic_numbers),
+            correlation=spec.correlation,
+            gate=modules.gate_dict[spec.gate],
+            radial_MLP=list(spec.radial_mlp),
+            atomic_inter_scale=stats.scale,
+            atomic_inter_shift=stats.shift,
+            use_reduced_cg=False,
+        )
+    return model.eval()
+
+
+def mace_inputs(
+    batch: Batch, atomic_numbers: tuple[int, ...], dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """A macelab batch as mace-torch's input dictionary (same edges, same shift convention)."""
+    table = torch.as_tensor(atomic_numbers, device=batch.atomic_numbers.device)
+    species = torch.searchsorted(table, batch.atomic_numbers)
+    cell = batch.cell.reshape(-1, 3, 3)
+    edge_cell = cell[batch.batch[batch.edge_index[1]]]
+    shifts = torch.einsum("ei,eij->ej", batch.unit_shifts, edge_cell)
+    return {
+        "positions": batch.positions.to(dtype),
+        "node_attrs": torch.nn.functional.one_hot(species, len(atomic_numbers)).to(dtype),
+        "edge_index": batch.edge_index,
+        "shifts": shifts.to(dtype),
+        "unit_shifts": batch.unit_shifts.to(dtype),
+        "cell": cell.reshape(-1, 3).to(dtype),
+        "batch": batch.batch,
+        "ptr": batch.ptr,
+        "head": torch.zeros(batch.num_graphs, dtype=torch.long, device=batch.batch.device),
+    }
+
+
+@dataclass
+class Path:
+    """One implementation in one precision.
+
+    Attributes:
+        implementation: ``macelab``, ``mace-torch`` or ``mace-torch+cueq``.
+        spec: the precision it runs in.
+        build: makes the model (on the device) from the float64 reference.
+        unavailable: why the path cannot run here (None if it can).
+    """
+
+    implementation: str
+    spec: PrecisionSpec
+    build: Callable[[], torch.nn.Module] | None = None
+    unavailable: str | None = None
+    model: torch.nn.Module | None = field(default=None, repr=False)
+    setup_s: float | None = None
+    atomic_numbers: tuple[int, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.implementation}/{self.spec.name}"
+
+    def ensure_model(self) -> torch.nn.Module:
+        """Build the model on first use (timed into ``setup_s``)."""
+        if self.model is None:
+            assert self.build is not None, self.unavailable
+            start = time.perf_counter()
+            with default_dtype(self.spec.param_dtype):
+                self.model = self.build()
+            self.setup_s = time.perf_counter() - start
+        return self.model
+
+    def prepare(self, batch: Batch) -> Any:
+        """The inputs this path's model takes, made once per batch (not timed)."""
+        if self.implementation == MACELAB:
+            return batch
+        return mace_inputs(batch, self.atomic_numbers, self.spec.param_dtype)
+
+    def forward(
+        self, inputs: Any, training: bool, model: torch.nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energy and forces (forces with ``create_graph`` when ``training``), by this path's
+        model or by ``model`` (a copy being trained)."""
+        model = model if model is not None else self.ensure_model()
+        with self.spec.active(_device_type(inputs)):
+            if self.implementation == MACELAB:
+                out = model(inputs, compute_forces=True, compute_stress=False, training=training)
+            else:
+                out = model(dict(inputs), training=training, compute_force=True)
+        return out["energy"], out["forces"]
+
+    def release(self) -> None:
+        """Drop the model (and its device memory)."""
+        self.model = None
+
+
+def _device_type(inputs: Any) -> str:
+    positions = inputs["positions"] if isinstance(inputs, dict) else inputs.positions
+    return positions.device.type
+
+
+def _importable(*modules: str) -> str | None:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # any import failure means the path cannot run
+            return f"{name} not importable ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _macelab_from(reference: torch.nn.Module) -> Callable[[], Any]:
+    cache: dict[str, torch.nn.Module] = {}
+
+    def converted() -> torch.nn.Module:
+        if "model" not in cache:
+            from macelab.interop import from_mace_torch
+
+            cache["model"] = from_mace_torch(reference).eval()
+        return cache["model"]
+
+    return converted
+
+
+def make_paths(reference: torch.nn.Module, spec: ModelSpec, device: torch.device) -> list[Path]:
+    """Every compared path, in table order, built lazily from ``reference``."""
+    paths: list[Path] = []
+    macelab_missing = _importable("macelab.model", "macelab.interop")
+    if macelab_missing is None:
+        try:
+            from macelab.interop import from_mace_torch  # noqa: F401
+        except ImportError as exc:
+            macelab_missing = f"macelab.interop.from_mace_torch not importable ({exc})"
+    macelab_model = _macelab_from(reference)
+    for p in macelab_precisions():
+
+        def build(p: PrecisionSpec = p) -> torch.nn.Module:
+            return copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
+
+        paths.append(Path(MACELAB, p, build, macelab_missing))
+    for name in ("64", "32"):
+        p = precision(name)
+
+        def build_mace(p: PrecisionSpec = p) -> torch.nn.Module:
+            return copy.deepcopy(reference).to(device=device, dtype=p.param_dtype).eval()
+
+        paths.append(Path(MACE_TORCH, p, build_mace))
+    cueq_missing = _importable("cuequivariance", "cuequivariance_torch")
+    if cueq_missing is None and device.type != "cuda":
+        cueq_missing = (
+            "cuEquivariance's kernels need CUDA; its CPU fallback is not a speed reference"
+        )
+    elif cueq_missing is None:
+        cueq_missing = _importable("cuequivariance_ops_torch")
+    for name in ("64", "32"):
+        p = precision(name)
+
+        def build_cueq(p: PrecisionSpec = p) -> torch.nn.Module:
+            from mace.cli.convert_e3nn_cueq import run as convert
+
+            source = copy.deepcopy(reference).to(dtype=p.param_dtype)
+            model = convert(source, device=device.type, return_model=True)
+            return model.to(device=device, dtype=p.param_dtype).eval()
+
+        paths.append(Path(MACE_CUEQ, p, build_cueq, cueq_missing))
+    for path in paths:
+        path.atomic_numbers = tuple(spec.atomic_numbers)
+    return paths
+
+
+def reference_path(paths: list[Path]) -> Path:
+    """The float64 reference: macelab/64 if it can run, else mace-torch/64."""
+    for name in (f"{MACELAB}/64", f"{MACE_TORCH}/64"):
+        for path in paths:
+            if path.name == name and path.unavailable is None:
+                return path
+    raise RuntimeError("neither macelab/64 nor mace-torch/64 can run: no float64 reference")

@@ -1,0 +1,617 @@
+"""The workloads, each run for every path after that path passed its correctness check.
+
+===================  =========================================================================
+``ceilings``         measured matmul TFLOP/s (fp64, fp32, tf32, fp16, bf16) and copy GB/s
+``train_b5``         training step (energy, forces with create_graph, loss, backward, Adam
+                     step) on 5 3BPA molecules, rotating among several batches
+``infer_small``      energy+forces latency of one 27-atom molecule (MD use)
+``train_b32``        the training step on 32 molecules
+``infer_large``      energy+forces of a periodic box of liquid water (3000 atoms), atoms/s
+``profile``          torch.profiler of one training step (batch 5) and one small inference
+``scaling``          water boxes from 100 to 20000 atoms: time and peak memory per size
+===================  =========================================================================
+
+Before a path is timed on a workload it is compared with the float64 reference on the same
+batch; a path over its precision's bound is recorded as refused, with its errors, and never
+timed. Large systems are checked on a small box of the same water (the float64 reference on
+thousands of atoms would need more memory than the workload itself).
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import math
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch_geometric.data import Batch
+
+from benchmarks import flops as flop_count
+from benchmarks.implementations import ModelStatistics, Path
+from benchmarks.profiling import profile_call
+from benchmarks.report import new_record
+from benchmarks.settings import Reps, Settings
+from benchmarks.systems import MoleculeSet, describe, make_batch, water_box
+from benchmarks.timing import MATMUL_MODES, copy_GBps, matmul_tflops, synchronize, time_calls
+
+log = logging.getLogger("benchmarks")
+
+ENERGY_WEIGHT = 1.0
+FORCES_WEIGHT = 100.0
+
+
+@dataclass
+class Budget:
+    """Wall-clock budget of the whole run; workloads and paths past it are skipped."""
+
+    seconds: float
+    started: float = field(default_factory=time.perf_counter)
+
+    def spent(self) -> float:
+        return time.perf_counter() - self.started
+
+    def exhausted(self) -> bool:
+        return self.spent() >= self.seconds
+
+    def reason(self) -> str:
+        return f"time budget of {self.seconds:.0f} s spent (--budget-s)"
+
+
+@dataclass
+class Reference:
+    """Float64 reference energies/forces on one batch, and the isolated-atom energy sum."""
+
+    energy: torch.Tensor
+    forces: torch.Tensor
+    e0_sum: torch.Tensor
+    label: str
+
+
+@dataclass
+class Context:
+    """Everything the workloads share."""
+
+    settings: Settings
+    device: torch.device
+    paths: list[Path]
+    reference: Path
+    mace_reference: torch.nn.Module
+    molecules: MoleculeSet
+    stats: ModelStatistics
+    common: dict[str, Any]
+    budget: Budget
+    records: list[dict[str, Any]] = field(default_factory=list)
+    ceilings: dict[str, float] = field(default_factory=dict)
+    refs: dict[str, Reference] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _cleanup(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _e0_sum(ctx: Context, batch: Batch) -> torch.Tensor:
+    table = torch.zeros(119, dtype=torch.float64)
+    for z, energy in ctx.stats.atomic_energies.items():
+        table[z] = energy
+    per_atom = table[batch.atomic_numbers.cpu()]
+    return torch.zeros(batch.num_graphs, dtype=torch.float64).index_add_(
+        0, batch.batch.cpu(), per_atom
+    )
+
+
+def reference_on(ctx: Context, key: str, batch: Batch) -> Reference:
+    """The float64 reference on ``batch`` (cached under ``key``)."""
+    if key not in ctx.refs:
+        path = ctx.reference
+        energy, forces = path.forward(path.prepare(batch), training=False)
+        ctx.refs[key] = Reference(
+            energy.detach().double().cpu(),
+            forces.detach().double().cpu(),
+            _e0_sum(ctx, batch),
+            path.name,
+        )
+        _cleanup(ctx.device)
+    return ctx.refs[key]
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    denominator = torch.linalg.norm(b).item()
+    value = torch.linalg.norm(a - b).item()
+    return value / denominator if denominator > 0 else value
+
+
+def check(
+    path: Path,
+    energy: torch.Tensor,
+    forces: torch.Tensor,
+    ref: Reference,
+    checked_on: str,
+) -> dict[str, Any]:
+    """Relative energy (without the E0 sum) and force errors against the reference."""
+    e = energy.detach().double().cpu().reshape(-1)
+    f = forces.detach().double().cpu()
+    energy_err = _rel(e - ref.e0_sum, ref.energy - ref.e0_sum)
+    forces_err = _rel(f, ref.forces)
+    bound = path.spec.bound
+    passed = all(math.isfinite(x) and x <= bound for x in (energy_err, forces_err))
+    return {
+        "reference": ref.label,
+        "energy_rel_err": energy_err,
+        "forces_rel_err": forces_err,
+        "energy_rel_err_total": _rel(e, ref.energy),
+        "bound": bound,
+        "passed": passed,
+        "checked_on": checked_on,
+    }
+
+
+def _refusal(correctness: dict[str, Any]) -> str:
+    return (
+        f"errors vs float64 (E {correctness['energy_rel_err']:.2e}, "
+        f"F {correctness['forces_rel_err']:.2e}) exceed the bound {correctness['bound']:.0e}"
+    )
+
+
+def _bytes_per_value(path: Path) -> int:
+    dtype = path.spec.autocast_dtype or path.spec.param_dtype
+    return torch.finfo(dtype).bits // 8
+
+
+def speed_fields(
+    ctx: Context, path: Path, timing: Any, throughput: float, unit: str, flops: dict[str, Any]
+) -> dict[str, Any]:
+    """The record's ``speed``: time, throughput, memory, and the roofline comparison."""
+    seconds = timing.ms * 1e-3
+    tflops = ctx.ceilings.get(path.spec.ceiling)
+    gbps = ctx.ceilings.get("copy")
+    compute_ms = flops["per_call"] / (tflops * 1e12) * 1e3 if tflops else None
+    memory_ms = flops["bytes_per_call"] / (gbps * 1e9) * 1e3 if gbps else None
+    floors = [v for v in (compute_ms, memory_ms) if v is not None]
+    floor_ms = max(floors) if floors else None
+    return {
+        "ms": timing.ms,
+        "ms_p10": timing.ms_p10,
+        "ms_p90": timing.ms_p90,
+        "repetitions": timing.repetitions,
+        "throughput": throughput,
+        "throughput_unit": unit,
+        "peak_memory_MiB": timing.peak_memory_mib,
+        "achieved_tflops": flops["per_call"] / seconds / 1e12,
+        "achieved_GBps": flops["bytes_per_call"] / seconds / 1e9,
+        "ceiling_tflops": tflops,
+        "ceiling_GBps": gbps,
+        "floor_ms": floor_ms,
+        "fraction_of_ceiling": floor_ms / timing.ms if floor_ms is not None else None,
+        "bound_by": (
+            None
+            if floor_ms is None
+            else "compute"
+            if (compute_ms or 0) >= (memory_ms or 0)
+            else "memory"
+        ),
+    }
+
+
+def guarded(ctx: Context, record: dict[str, Any], path: Path | None, body: Callable[[], None]):
+    """Run ``body`` (which fills ``record``); budget, build, memory and other failures are
+    recorded as ``skipped`` with the reason instead of stopping the run."""
+    ctx.records.append(record)
+    if path is not None:
+        record["implementation"], record["precision"] = path.implementation, path.spec.name
+        if path.unavailable:
+            record["skipped"] = path.unavailable
+            return
+    if ctx.budget.exhausted():
+        record["skipped"] = ctx.budget.reason()
+        return
+    try:
+        if path is not None:
+            try:
+                path.ensure_model()
+            except Exception as exc:
+                path.unavailable = f"model build failed: {type(exc).__name__}: {exc}"[:400]
+                log.error("%s: %s\n%s", path.name, path.unavailable, traceback.format_exc())
+                record["skipped"] = path.unavailable
+                return
+            record["setup_s"] = path.setup_s
+        body()
+    except torch.cuda.OutOfMemoryError as exc:
+        record["skipped"] = "out of memory: " + str(exc).splitlines()[0][:200]
+        record["speed"] = None
+    except Exception as exc:
+        record["skipped"] = f"error: {type(exc).__name__}: {exc}"[:400]
+        record["speed"] = None
+        log.error(
+            "%s %s: %s", record["workload"], path.name if path else "", traceback.format_exc()
+        )
+    finally:
+        _cleanup(ctx.device)
+
+
+def _to_device(batches: list[Batch], device: torch.device) -> list[Batch]:
+    return [b.to(device) for b in batches]
+
+
+def molecule_batches(ctx: Context, batch_size: int, count: int) -> list[Batch]:
+    """``count`` disjoint batches of ``batch_size`` molecules (seeded choice)."""
+    configs = ctx.molecules.configs
+    order = np.random.default_rng(batch_size).permutation(len(configs))
+    needed = batch_size * count
+    picks = [configs[order[k % len(order)]] for k in range(needed)]
+    r_max = ctx.settings.model.r_max
+    return [make_batch(picks[k : k + batch_size], r_max) for k in range(0, needed, batch_size)]
+
+
+def _system_fields(label: str, batches: list[Batch], source: str) -> dict[str, Any]:
+    first = describe(batches[0])
+    return {
+        "label": label,
+        **first,
+        "mean_edges": float(np.mean([b.edge_index.shape[1] for b in batches])),
+        "rotating_batches": len(batches),
+        "source": source,
+    }
+
+
+def _flops(ctx: Context, batches: list[Batch], kind: str, path: Path) -> dict[str, Any]:
+    nodes = float(np.mean([b.num_nodes for b in batches]))
+    edges = float(np.mean([b.edge_index.shape[1] for b in batches]))
+    count = flop_count.forward_count(ctx.mace_reference, nodes, edges)
+    return flop_count.summary(count, kind, _bytes_per_value(path))
+
+
+def loss_fn(
+    energy: torch.Tensor,
+    forces: torch.Tensor,
+    e_ref: torch.Tensor,
+    f_ref: torch.Tensor,
+    n_atoms: torch.Tensor,
+) -> torch.Tensor:
+    """Weighted energy-per-atom and force MSE (mace-torch's weighted loss, fixed weights)."""
+    energy = energy.float() if energy.dtype != torch.float64 else energy
+    forces = forces.float() if forces.dtype != torch.float64 else forces
+    e_term = torch.mean(((energy - e_ref.to(energy.dtype)) / n_atoms) ** 2)
+    f_term = torch.mean((forces - f_ref.to(forces.dtype)) ** 2)
+    return ENERGY_WEIGHT * e_term + FORCES_WEIGHT * f_term
+
+
+# --- workloads ---------------------------------------------------------------------------
+
+
+def ceilings(ctx: Context) -> None:
+    """Matrix-product TFLOP/s per precision and device-to-device copy GB/s."""
+    n = ctx.settings.ceiling_matmul_n
+    for mode in MATMUL_MODES:
+        record = new_record("ceiling", "torch", mode, {"label": f"{n}^3 matmul"}, ctx.common)
+
+        def body(mode: str = mode, record: dict = record) -> None:
+            value = matmul_tflops(mode, n, ctx.device)
+            ctx.ceilings[mode] = value
+            record["speed"] = {"throughput": value, "throughput_unit": "TFLOP/s"}
+
+        guarded(ctx, record, None, body)
+    size = ctx.settings.ceiling_copy_mib
+    record = new_record("ceiling", "torch", "copy", {"label": f"{size} MiB copy"}, ctx.common)
+
+    def copy_body() -> None:
+        value = copy_GBps(size, ctx.device)
+        ctx.ceilings["copy"] = value
+        record["speed"] = {"throughput": value, "throughput_unit": "GB/s (read+write)"}
+
+    guarded(ctx, record, None, copy_body)
+
+
+def _train_setup(path: Path, inputs: list[Any], batches: list[Batch], device: torch.device):
+    model = copy.deepcopy(path.ensure_model())
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, amsgrad=True)
+    scaler = torch.amp.GradScaler(device.type) if path.spec.grad_scaler else None
+    labels = [
+        (b.energy.reshape(-1), b.forces, torch.bincount(b.batch).to(b.forces.dtype))
+        for b in batches
+    ]
+
+    def step(k: int) -> None:
+        i = k % len(inputs)
+        optimizer.zero_grad(set_to_none=True)
+        energy, forces = path.forward(inputs[i], training=True, model=model)
+        loss = loss_fn(energy, forces, *labels[i])
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+
+    return model, step
+
+
+def train_step(ctx: Context, batch_size: int) -> None:
+    """Training step on ``batch_size`` molecules, rotating among several batches."""
+    s = ctx.settings
+    batches = _to_device(molecule_batches(ctx, batch_size, s.num_rotating_batches), ctx.device)
+    workload = f"train_b{batch_size}"
+    ref = reference_on(ctx, workload, batches[0])
+    system = _system_fields(f"3BPA x{batch_size}", batches, ctx.molecules.source)
+    for path in ctx.paths:
+        record = new_record("train_step", "", "", system, ctx.common)
+
+        def body(path: Path = path, record: dict = record) -> None:
+            inputs = [path.prepare(b) for b in batches]
+            model, step = _train_setup(path, inputs, batches, ctx.device)
+            energy, forces = path.forward(inputs[0], training=True, model=model)
+            record["correctness"] = check(path, energy, forces, ref, system["label"])
+            del energy, forces
+            flops = _flops(ctx, batches, "training", path)
+            record["flops"] = flops
+            if not record["correctness"]["passed"]:
+                record["refused"] = _refusal(record["correctness"])
+                return
+            timing = time_calls(step, ctx.device, s.train_reps)
+            rate = batch_size / (timing.ms * 1e-3)
+            record["speed"] = speed_fields(ctx, path, timing, rate, "configurations/s", flops)
+
+        guarded(ctx, record, path, body)
+
+
+def _infer(
+    ctx: Context,
+    workload: str,
+    batches: list[Batch],
+    check_batch: Batch,
+    check_key: str,
+    system: dict[str, Any],
+    reps: Reps,
+    unit: str,
+    paths: list[Path] | None = None,
+) -> None:
+    ref = reference_on(ctx, check_key, check_batch)
+    for path in paths if paths is not None else ctx.paths:
+        record = new_record(workload, "", "", system, ctx.common)
+
+        def body(path: Path = path, record: dict = record) -> None:
+            energy, forces = path.forward(path.prepare(check_batch), training=False)
+            record["correctness"] = check(path, energy, forces, ref, check_key)
+            del energy, forces
+            flops = _flops(ctx, batches, "inference", path)
+            record["flops"] = flops
+            if not record["correctness"]["passed"]:
+                record["refused"] = _refusal(record["correctness"])
+                return
+            inputs = [path.prepare(b) for b in batches]
+
+            def call(k: int) -> None:
+                path.forward(inputs[k % len(inputs)], training=False)
+
+            timing = time_calls(call, ctx.device, reps)
+            per_call = batches[0].num_nodes if unit == "atoms/s" else batches[0].num_graphs
+            record["speed"] = speed_fields(
+                ctx, path, timing, per_call / (timing.ms * 1e-3), unit, flops
+            )
+
+        guarded(ctx, record, path, body)
+
+
+def infer_small(ctx: Context) -> None:
+    """Energy+forces latency of one small molecule, rotating among several molecules."""
+    s = ctx.settings
+    batches = _to_device(molecule_batches(ctx, 1, s.num_rotating_batches), ctx.device)
+    system = _system_fields("3BPA x1", batches, ctx.molecules.source)
+    _infer(
+        ctx,
+        "infer_small",
+        batches,
+        batches[0],
+        "3BPA x1",
+        system,
+        s.infer_small_reps,
+        "structures/s",
+    )
+
+
+def check_water(ctx: Context) -> Batch:
+    """The small water box every large-system path is checked on."""
+    config = water_box(ctx.settings.check_water_molecules, seed=1)
+    return make_batch([config], ctx.settings.model.r_max).to(ctx.device)
+
+
+def infer_large(ctx: Context) -> None:
+    """Energy+forces throughput (atoms/s) on a periodic box of liquid water."""
+    s = ctx.settings
+    config = water_box(s.water_molecules, seed=0)
+    batches = [make_batch([config], s.model.r_max).to(ctx.device)]
+    label = f"water {batches[0].num_nodes} atoms (pbc, 1 g/cm^3)"
+    system = _system_fields(label, batches, config.source)
+    key = f"water {3 * s.check_water_molecules} atoms"
+    _infer(
+        ctx, "infer_large", batches, check_water(ctx), key, system, s.infer_large_reps, "atoms/s"
+    )
+
+
+def profiles(ctx: Context) -> None:
+    """torch.profiler of one training step (batch 5) and one small-molecule inference."""
+    s = ctx.settings
+    train_batches = _to_device(molecule_batches(ctx, s.train_batch_sizes[0], 2), ctx.device)
+    small = _to_device(molecule_batches(ctx, 1, 1), ctx.device)
+    cases = [
+        ("profile_train", train_batches, True, f"3BPA x{s.train_batch_sizes[0]}"),
+        ("profile_infer", small, False, "3BPA x1"),
+    ]
+    for workload, batches, training, label in cases:
+        ref = reference_on(ctx, f"{workload}", batches[0])
+        system = _system_fields(label, batches, ctx.molecules.source)
+        for path in [p for p in ctx.paths if p.name in s.profile_paths]:
+            record = new_record(workload, "", "", system, ctx.common)
+
+            def body(
+                path: Path = path,
+                record: dict = record,
+                batches: list = batches,
+                training: bool = training,
+                ref: Reference = ref,
+                label: str = label,
+            ) -> None:
+                inputs = [path.prepare(b) for b in batches]
+                if training:
+                    model, step = _train_setup(path, inputs, batches, ctx.device)
+                else:
+                    model = path.ensure_model()
+
+                    def step(k: int) -> None:
+                        path.forward(inputs[k % len(inputs)], training=False)
+
+                energy, forces = path.forward(inputs[0], training=training, model=model)
+                record["correctness"] = check(path, energy, forces, ref, label)
+                del energy, forces
+                if not record["correctness"]["passed"]:
+                    record["refused"] = _refusal(record["correctness"])
+                    return
+                for k in range(3):
+                    step(k)
+                record["profile"] = profile_call(lambda: step(3), ctx.device)
+
+            guarded(ctx, record, path, body)
+
+
+def scaling(ctx: Context) -> None:
+    """Time and peak memory of inference on water boxes of growing size, per path."""
+    s = ctx.settings
+    wanted = [p for p in ctx.paths if p.name in s.scaling_paths]
+    check_batch = check_water(ctx)
+    key = f"water {3 * s.check_water_molecules} atoms"
+    ref = reference_on(ctx, key, check_batch)
+    graphs: dict[int, Batch] = {}
+    total_MiB = (
+        torch.cuda.get_device_properties(ctx.device).total_memory / 2**20
+        if ctx.device.type == "cuda"
+        else None
+    )
+    checked: dict[str, dict[str, Any]] = {}
+    for path in wanted:
+        stop_reason: str | None = None
+        last: tuple[int, float] | None = None
+        for atoms in s.scaling_atoms:
+            molecules = max(1, round(atoms / 3))
+            if molecules not in graphs:
+                graphs[molecules] = make_batch([water_box(molecules, seed=2)], s.model.r_max)
+            batch = graphs[molecules]
+            system = _system_fields(f"water {batch.num_nodes} atoms", [batch], "water_box")
+            record = new_record("scaling", "", "", system, ctx.common)
+            if stop_reason is None and last is not None and total_MiB is not None:
+                predicted = last[1] * batch.num_nodes / last[0]
+                if predicted > s.memory_headroom * total_MiB:
+                    stop_reason = (
+                        f"predicted peak {predicted:.0f} MiB (linear from {last[0]} atoms) "
+                        f"exceeds {s.memory_headroom:.0%} of {total_MiB:.0f} MiB"
+                    )
+            if stop_reason is not None:
+                record.update(
+                    implementation=path.implementation,
+                    precision=path.spec.name,
+                    skipped=stop_reason,
+                )
+                ctx.records.append(record)
+                continue
+
+            def body(path: Path = path, record: dict = record, batch: Batch = batch) -> None:
+                if path.name not in checked:
+                    energy, forces = path.forward(path.prepare(check_batch), training=False)
+                    checked[path.name] = check(path, energy, forces, ref, key)
+                    del energy, forces
+                record["correctness"] = checked[path.name]
+                flops = _flops(ctx, [batch], "inference", path)
+                record["flops"] = flops
+                if not record["correctness"]["passed"]:
+                    record["refused"] = _refusal(record["correctness"])
+                    return
+                inputs = path.prepare(batch.to(ctx.device))
+                timing = time_calls(
+                    lambda k: path.forward(inputs, training=False), ctx.device, s.scaling_reps
+                )
+                record["speed"] = speed_fields(
+                    ctx, path, timing, batch.num_nodes / (timing.ms * 1e-3), "atoms/s", flops
+                )
+
+            guarded(ctx, record, path, body)
+            if record.get("skipped") or record.get("refused"):
+                stop_reason = f"not run: smaller system ({system['n_atoms']} atoms) " + (
+                    "refused" if record.get("refused") else f"skipped: {record['skipped']}"
+                )
+            elif record["speed"] and record["speed"]["peak_memory_MiB"] is not None:
+                last = (batch.num_nodes, record["speed"]["peak_memory_MiB"])
+        synchronize(ctx.device)
+
+
+WORKLOADS: dict[str, Callable[[Context], None]] = {
+    "ceilings": ceilings,
+    "train_b5": lambda ctx: train_step(ctx, ctx.settings.train_batch_sizes[0]),
+    "infer_small": infer_small,
+    "train_b32": lambda ctx: train_step(ctx, ctx.settings.train_batch_sizes[1]),
+    "infer_large": infer_large,
+    "profile": profiles,
+    "scaling": scaling,
+}
+SUITES = {
+    "train": ["ceilings", "train_b5", "train_b32", "profile"],
+    "infer": ["ceilings", "infer_small", "infer_large", "profile", "scaling"],
+    "all": list(WORKLOADS),
+}
+
+
+RECORD_WORKLOAD = {
+    "train_b5": ["train_step"],
+    "train_b32": ["train_step"],
+    "infer_small": ["infer_small"],
+    "infer_large": ["infer_large"],
+    "profile": ["profile_train", "profile_infer"],
+    "scaling": ["scaling"],
+}
+
+
+def skip_workload(ctx: Context, name: str) -> None:
+    """Record every path of workload ``name`` as skipped for lack of time."""
+    for workload in RECORD_WORKLOAD.get(name, [name]):
+        paths = ctx.paths
+        if name == "scaling":
+            paths = [p for p in ctx.paths if p.name in ctx.settings.scaling_paths]
+        elif name == "profile":
+            paths = [p for p in ctx.paths if p.name in ctx.settings.profile_paths]
+        for path in paths:
+            record = new_record(
+                workload, path.implementation, path.spec.name, {"label": name}, ctx.common
+            )
+            record["skipped"] = f"not started: {ctx.budget.reason()}"
+            ctx.records.append(record)
+
+
+def run_workloads(ctx: Context, names: list[str]) -> None:
+    """Run ``names`` in priority order; past the budget the rest are recorded as skipped."""
+    for name in names:
+        if ctx.budget.exhausted() and name != "ceilings":
+            log.warning("workload %s: skipped, %s", name, ctx.budget.reason())
+            skip_workload(ctx, name)
+            ctx.timings_s[name] = 0.0
+            continue
+        start = time.perf_counter()
+        log.info(
+            "workload %s: start (%.0f s of %.0f s spent)",
+            name,
+            ctx.budget.spent(),
+            ctx.budget.seconds,
+        )
+        WORKLOADS[name](ctx)
+        ctx.timings_s[name] = time.perf_counter() - start
+        log.info("workload %s: done in %.1f s", name, ctx.timings_s[name])
