@@ -200,8 +200,18 @@ def _macelab_from(reference: torch.nn.Module) -> Callable[[], Any]:
     return converted
 
 
-def make_paths(reference: torch.nn.Module, spec: ModelSpec, device: torch.device) -> list[Path]:
-    """Every compared path, in table order, built lazily from ``reference``."""
+def make_paths(
+    reference: torch.nn.Module,
+    spec: ModelSpec,
+    device: torch.device,
+    cueq_precisions: tuple[str, ...] = ("32",),
+) -> list[Path]:
+    """Every compared path, in table order, built lazily from ``reference``.
+
+    macelab runs in every precision it supports, mace-torch (e3nn) in float64 and float32,
+    mace-torch+cueq in ``cueq_precisions`` (each is a separate conversion, which rebuilds the
+    model: float32 is what a speed-minded user runs).
+    """
     paths: list[Path] = []
     macelab_missing = _importable("macelab.model", "macelab.interop")
     if macelab_missing is None:
@@ -230,7 +240,7 @@ def make_paths(reference: torch.nn.Module, spec: ModelSpec, device: torch.device
         )
     elif cueq_missing is None:
         cueq_missing = _importable("cuequivariance_ops_torch")
-    for name in ("64", "32"):
+    for name in cueq_precisions:
         p = precision(name)
 
         def build_cueq(p: PrecisionSpec = p) -> torch.nn.Module:

@@ -127,12 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     mace_reference = build_reference_mace(settings.model, stats)
     log.info("float64 mace-torch model built in %.1f s", time.perf_counter() - t0)
-    paths = make_paths(mace_reference, settings.model, device)
+    wanted = args.paths.split(",") if args.paths else []
+    cueq = {w.split("/", 1)[1] for w in wanted if w.startswith("mace-torch+cueq/")}
+    cueq_precisions = tuple(dict.fromkeys([*settings.cueq_precisions, *sorted(cueq)]))
+    paths = make_paths(mace_reference, settings.model, device, cueq_precisions)
     reference = reference_path(paths)
-    timed = paths
-    if args.paths:
-        wanted = args.paths.split(",")
-        timed = [p for p in paths if p.name in wanted]
+    timed = [p for p in paths if p.name in wanted] if wanted else paths
     for path in paths:
         log.info("path %-24s %s", path.name, path.unavailable or "available")
     common = report.meta(device, ["benchmarks/run.py", *argv])

@@ -61,6 +61,7 @@ class Settings:
         "mace-torch/32",
         "mace-torch+cueq/32",
     )
+    cueq_precisions: tuple[str, ...] = ("32",)
     profile_paths: tuple[str, ...] = (
         "macelab/64",
         "macelab/32",

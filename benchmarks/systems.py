@@ -33,6 +33,7 @@ class MoleculeSet:
     """Configurations to batch, their isolated-atom energies, and where both came from."""
 
     configs: list[Configuration]
+    name: str
     source: str
     atomic_energies: dict[int, float]
     atomic_energies_source: str
@@ -77,7 +78,7 @@ def load_molecules(
         frames = _read_frames(path)
         configs = [_atoms_to_configuration(a, str(path), k) for k, a in enumerate(frames)]
         e0, e0_source = _isolated_energies(data_root / THREE_BPA_ISO, atomic_numbers)
-        return MoleculeSet(configs, f"3BPA train_300K ({path})", e0, e0_source)
+        return MoleculeSet(configs, "3BPA", f"3BPA train_300K ({path})", e0, e0_source)
     packaged = _packaged_acac()
     if packaged is not None:
         frames = _read_frames(packaged)
@@ -86,6 +87,7 @@ def load_molecules(
         e0, e0_source = _isolated_energies(iso, atomic_numbers)
         return MoleculeSet(
             configs,
+            "AcAc",
             f"AcAc train_300K packaged with macelab ({packaged}); 3BPA not found under "
             f"data root {data_root}",
             e0,
@@ -94,6 +96,7 @@ def load_molecules(
     configs = [synthetic_molecule(n_atoms, seed=k) for k in range(64)]
     return MoleculeSet(
         configs,
+        "synthetic",
         f"synthesised {n_atoms}-atom molecules (no 3BPA under {data_root}, no packaged AcAc)",
         dict.fromkeys(atomic_numbers, 0.0),
         "zeros (no isolated-atom file)",

@@ -19,13 +19,13 @@ thousands of atoms would need more memory than the workload itself).
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import gc
 import logging
 import math
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -314,8 +314,17 @@ def ceilings(ctx: Context) -> None:
     guarded(ctx, record, None, copy_body)
 
 
-def _train_setup(path: Path, inputs: list[Any], batches: list[Batch], device: torch.device):
-    model = copy.deepcopy(path.ensure_model())
+@contextlib.contextmanager
+def training(
+    path: Path, inputs: list[Any], batches: list[Batch], device: torch.device
+) -> Iterator[Callable[[int], None]]:
+    """A training step function on the path's own model; the weights are put back after.
+
+    Restoring a copy of the state (instead of training a deep copy of the model) works for
+    every implementation, including cuEquivariance modules that do not deep-copy cheaply.
+    """
+    model = path.ensure_model()
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01, amsgrad=True)
     scaler = torch.amp.GradScaler(device.type) if path.spec.grad_scaler else None
     labels = [
@@ -326,7 +335,7 @@ def _train_setup(path: Path, inputs: list[Any], batches: list[Batch], device: to
     def step(k: int) -> None:
         i = k % len(inputs)
         optimizer.zero_grad(set_to_none=True)
-        energy, forces = path.forward(inputs[i], training=True, model=model)
+        energy, forces = path.forward(inputs[i], training=True)
         loss = loss_fn(energy, forces, *labels[i])
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -336,7 +345,14 @@ def _train_setup(path: Path, inputs: list[Any], batches: list[Batch], device: to
             loss.backward()
             optimizer.step()
 
-    return model, step
+    try:
+        yield step
+    finally:
+        optimizer.state.clear()
+        with torch.no_grad():
+            model.load_state_dict(saved)
+        for parameter in model.parameters():
+            parameter.grad = None
 
 
 def train_step(ctx: Context, batch_size: int) -> None:
@@ -345,14 +361,13 @@ def train_step(ctx: Context, batch_size: int) -> None:
     batches = _to_device(molecule_batches(ctx, batch_size, s.num_rotating_batches), ctx.device)
     workload = f"train_b{batch_size}"
     ref = reference_on(ctx, workload, batches[0])
-    system = _system_fields(f"3BPA x{batch_size}", batches, ctx.molecules.source)
+    system = _system_fields(f"{ctx.molecules.name} x{batch_size}", batches, ctx.molecules.source)
     for path in ctx.paths:
         record = new_record("train_step", "", "", system, ctx.common)
 
         def body(path: Path = path, record: dict = record) -> None:
             inputs = [path.prepare(b) for b in batches]
-            model, step = _train_setup(path, inputs, batches, ctx.device)
-            energy, forces = path.forward(inputs[0], training=True, model=model)
+            energy, forces = path.forward(inputs[0], training=True)
             record["correctness"] = check(path, energy, forces, ref, system["label"])
             del energy, forces
             flops = _flops(ctx, batches, "training", path)
@@ -360,7 +375,8 @@ def train_step(ctx: Context, batch_size: int) -> None:
             if not record["correctness"]["passed"]:
                 record["refused"] = _refusal(record["correctness"])
                 return
-            timing = time_calls(step, ctx.device, s.train_reps)
+            with training(path, inputs, batches, ctx.device) as step:
+                timing = time_calls(step, ctx.device, s.train_reps)
             rate = batch_size / (timing.ms * 1e-3)
             record["speed"] = speed_fields(ctx, path, timing, rate, "configurations/s", flops)
 
@@ -409,13 +425,13 @@ def infer_small(ctx: Context) -> None:
     """Energy+forces latency of one small molecule, rotating among several molecules."""
     s = ctx.settings
     batches = _to_device(molecule_batches(ctx, 1, s.num_rotating_batches), ctx.device)
-    system = _system_fields("3BPA x1", batches, ctx.molecules.source)
+    system = _system_fields(f"{ctx.molecules.name} x1", batches, ctx.molecules.source)
     _infer(
         ctx,
         "infer_small",
         batches,
         batches[0],
-        "3BPA x1",
+        system["label"],
         system,
         s.infer_small_reps,
         "structures/s",
@@ -446,11 +462,12 @@ def profiles(ctx: Context) -> None:
     s = ctx.settings
     train_batches = _to_device(molecule_batches(ctx, s.train_batch_sizes[0], 2), ctx.device)
     small = _to_device(molecule_batches(ctx, 1, 1), ctx.device)
+    name = ctx.molecules.name
     cases = [
-        ("profile_train", train_batches, True, f"3BPA x{s.train_batch_sizes[0]}"),
-        ("profile_infer", small, False, "3BPA x1"),
+        ("profile_train", train_batches, True, f"{name} x{s.train_batch_sizes[0]}"),
+        ("profile_infer", small, False, f"{name} x1"),
     ]
-    for workload, batches, training, label in cases:
+    for workload, batches, is_training, label in cases:
         ref = reference_on(ctx, f"{workload}", batches[0])
         system = _system_fields(label, batches, ctx.molecules.source)
         for path in [p for p in ctx.paths if p.name in s.profile_paths]:
@@ -460,28 +477,28 @@ def profiles(ctx: Context) -> None:
                 path: Path = path,
                 record: dict = record,
                 batches: list = batches,
-                training: bool = training,
+                is_training: bool = is_training,
                 ref: Reference = ref,
                 label: str = label,
             ) -> None:
                 inputs = [path.prepare(b) for b in batches]
-                if training:
-                    model, step = _train_setup(path, inputs, batches, ctx.device)
-                else:
-                    model = path.ensure_model()
-
-                    def step(k: int) -> None:
-                        path.forward(inputs[k % len(inputs)], training=False)
-
-                energy, forces = path.forward(inputs[0], training=training, model=model)
+                energy, forces = path.forward(inputs[0], training=is_training)
                 record["correctness"] = check(path, energy, forces, ref, label)
                 del energy, forces
                 if not record["correctness"]["passed"]:
                     record["refused"] = _refusal(record["correctness"])
                     return
-                for k in range(3):
-                    step(k)
-                record["profile"] = profile_call(lambda: step(3), ctx.device)
+                with contextlib.ExitStack() as stack:
+                    if is_training:
+                        step = stack.enter_context(training(path, inputs, batches, ctx.device))
+                    else:
+
+                        def step(k: int) -> None:
+                            path.forward(inputs[k % len(inputs)], training=False)
+
+                    for k in range(3):
+                        step(k)
+                    record["profile"] = profile_call(lambda: step(3), ctx.device)
 
             guarded(ctx, record, path, body)
 
