@@ -50,7 +50,10 @@ class ResumableTrainSampler(Sampler[int]):
         self.epoch = int(epoch)
 
     def skip(self, num_consumed: int) -> None:
-        """Start the next iteration after the first ``num_consumed`` samples of this rank."""
+        """Start the next iteration after the first ``num_consumed`` samples of this rank.
+
+        Applies to one iteration only; ``len()`` stays the full epoch (see ``__len__``).
+        """
         self._skip = int(num_consumed)
 
     def epoch_indices(self) -> list[int]:
@@ -71,7 +74,13 @@ class ResumableTrainSampler(Sampler[int]):
         return iter(indices)
 
     def __len__(self) -> int:
-        return self.samples_per_rank - self._skip
+        """The whole epoch's share of this rank, even while a skip is pending.
+
+        Lightning restores its batch counter on resume and counts the batches still to come
+        against the epoch's full length (``done`` once ``batches_before + batches_after ==
+        len(loader)``); a shortened length would end the resumed epoch early.
+        """
+        return self.samples_per_rank
 
 
 class EvalSampler(Sampler[int]):
