@@ -152,7 +152,12 @@ class Path:
     def prepare(self, batch: Batch) -> Any:
         """The inputs this path's model takes, made once per batch (not timed)."""
         if self.implementation == MACELAB:
-            return batch
+            # The graph's float64 fields cast to the model's dtype once here, as mace-torch's
+            # inputs are below, so that neither implementation pays for the cast per call.
+            inputs = batch.clone()
+            for key in ("positions", "unit_shifts", "cell"):
+                inputs[key] = inputs[key].to(self.spec.param_dtype)
+            return inputs
         return mace_inputs(batch, self.atomic_numbers, self.spec.param_dtype)
 
     def forward(

@@ -3,7 +3,9 @@
 ``torch.profiler`` records one call (after the timed warm-up). On CUDA the summary counts the
 kernels the call launched, the time the GPU spent inside them (the union of their intervals)
 and the wall time of the profiled call; ``gpu_busy_fraction`` below one half means the GPU
-mostly waits for the host (launch overhead, Python), not for arithmetic. On CPU only the
+mostly waits for the host (launch overhead, Python), not for arithmetic. The profiler slows
+the host down, so the workload also records the median of unprofiled calls
+(``unprofiled_ms``) and the busy time over it (``gpu_busy_fraction_unprofiled``). On CPU only the
 operator counts and times are available; the GPU fields are null.
 """
 

@@ -11,6 +11,7 @@ import datetime as dt
 import importlib.metadata
 import json
 import math
+import os
 import platform
 import shlex
 import subprocess
@@ -62,21 +63,27 @@ CORRECTNESS_FIELDS = (
     "passed",
     "checked_on",
 )
+# record key -> (distribution, module): the imported module's __version__ wins, so that the
+# record names what ran even where two copies are installed (the GPU machine's own e3nn and
+# the carried 0.4.4 that mace-torch pins).
 DISTRIBUTIONS = {
-    "torch": "torch",
-    "e3nn": "e3nn",
-    "mace-torch": "mace-torch",
-    "cuequivariance": "cuequivariance",
-    "cuequivariance-torch": "cuequivariance-torch",
-    "cuequivariance-ops-torch-cu13": "cuequivariance-ops-torch-cu13",
-    "torch-geometric": "torch_geometric",
-    "numpy": "numpy",
-    "ase": "ase",
-    "vesin": "vesin",
+    "torch": ("torch", "torch"),
+    "e3nn": ("e3nn", "e3nn"),
+    "mace-torch": ("mace-torch", "mace"),
+    "cuequivariance": ("cuequivariance", "cuequivariance"),
+    "cuequivariance-torch": ("cuequivariance-torch", "cuequivariance_torch"),
+    "cuequivariance-ops-torch-cu13": ("cuequivariance-ops-torch-cu13", None),
+    "torch-geometric": ("torch_geometric", "torch_geometric"),
+    "numpy": ("numpy", "numpy"),
+    "ase": ("ase", "ase"),
+    "vesin": ("vesin", "vesin"),
 }
 
 
-def _version(distribution: str) -> str | None:
+def _version(distribution: str, module: str | None) -> str | None:
+    loaded = sys.modules.get(module) if module else None
+    if loaded is not None and getattr(loaded, "__version__", None):
+        return str(loaded.__version__)
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
@@ -84,6 +91,10 @@ def _version(distribution: str) -> str | None:
 
 
 def _git_commit() -> str | None:
+    """The checkout's commit (+dirty), or ``$MACELAB_COMMIT`` where there is no git (the GPU
+    machine gets a copy of the working tree)."""
+    if os.environ.get("MACELAB_COMMIT"):
+        return os.environ["MACELAB_COMMIT"]
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(
@@ -110,9 +121,8 @@ def versions() -> dict[str, Any]:
     import macelab
 
     found: dict[str, Any] = {"python": platform.python_version()}
-    for key, distribution in DISTRIBUTIONS.items():
-        found[key] = _version(distribution)
-    found["torch"] = torch.__version__
+    for key, (distribution, module) in DISTRIBUTIONS.items():
+        found[key] = _version(distribution, module)
     found["cuda"] = torch.version.cuda
     found["macelab"] = macelab.__version__
     found["macelab_commit"] = _git_commit()
@@ -289,7 +299,7 @@ def profile_table(records: list[dict[str, Any]]) -> list[str]:
         status = _status(r)
         path = f"{r['implementation']}/{r['precision']}"
         if status:
-            rows.append([r["workload"], path, status, "", "", "", "", ""])
+            rows.append([r["workload"], path, status, "", "", "", "", "", ""])
             continue
         p = r["profile"]
         top = p["top_kernels"][0]["name"][:60] if p["top_kernels"] else ""
@@ -297,11 +307,12 @@ def profile_table(records: list[dict[str, Any]]) -> list[str]:
             [
                 r["workload"],
                 path,
+                _fmt(p.get("unprofiled_ms")),
                 _fmt(p["wall_ms"]),
                 str(p["aten_ops"]),
                 str(p["kernels"]) if p["kernels"] is not None else "-",
                 _fmt(p["gpu_busy_ms"]),
-                _fmt(p["gpu_busy_fraction"]),
+                _fmt(p.get("gpu_busy_fraction_unprofiled")),
                 top,
             ]
         )
@@ -310,11 +321,12 @@ def profile_table(records: list[dict[str, Any]]) -> list[str]:
     header = [
         "profile",
         "path",
-        "wall ms",
+        "ms",
+        "ms profiled",
         "aten ops",
         "kernels",
         "GPU busy ms",
-        "busy/wall",
+        "busy / ms",
         "top kernel",
     ]
     return _table(header, rows)

@@ -72,7 +72,7 @@ class Settings:
     )
     train_reps: Reps = Reps(warmup=5, repeat=20, max_seconds=8.0)
     infer_small_reps: Reps = Reps(warmup=10, repeat=50, max_seconds=6.0)
-    infer_large_reps: Reps = Reps(warmup=2, repeat=10, max_seconds=8.0)
+    infer_large_reps: Reps = Reps(warmup=1, repeat=10, max_seconds=6.0)
     scaling_reps: Reps = Reps(warmup=1, repeat=5, max_seconds=4.0)
     ceiling_matmul_n: int = 8192
     ceiling_copy_mib: int = 1024

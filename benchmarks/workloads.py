@@ -496,9 +496,14 @@ def profiles(ctx: Context) -> None:
                         def step(k: int) -> None:
                             path.forward(inputs[k % len(inputs)], training=False)
 
-                    for k in range(3):
-                        step(k)
-                    record["profile"] = profile_call(lambda: step(3), ctx.device)
+                    unprofiled = time_calls(step, ctx.device, Reps(3, 5, 5.0))
+                    summary = profile_call(lambda: step(8), ctx.device)
+                    summary["unprofiled_ms"] = unprofiled.ms
+                    busy = summary["gpu_busy_ms"]
+                    summary["gpu_busy_fraction_unprofiled"] = (
+                        busy / unprofiled.ms if busy is not None else None
+                    )
+                    record["profile"] = summary
 
             guarded(ctx, record, path, body)
 

@@ -82,6 +82,7 @@ def test_numbers_are_finite_or_explained(run: tuple[list[dict], Path, str]) -> N
         if record["workload"].startswith("profile"):
             profile = record["profile"]
             assert _finite(profile["wall_ms"]) and profile["aten_ops"] > 0, label
+            assert _finite(profile["unprofiled_ms"]), label
             assert profile["kernels"] is None and profile["gpu_busy_ms"] is None  # CPU run
             assert profile["top_kernels"], label
             continue
