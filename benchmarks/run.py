@@ -139,28 +139,33 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(
         settings, device, timed, reference, mace_reference, molecules, stats, common, budget
     )
-    run_workloads(ctx, names)
-
-    report.write_json(ctx.records, args.out / "results.json")
     title = f"{settings.name} run on {common['device']['name']}"
-    table = report.markdown(ctx.records, title)
-    (args.out / "results.md").write_text(table)
-    info = {
-        "settings": settings.to_dict(),
-        "workload_seconds": ctx.timings_s,
-        "total_seconds": time.perf_counter() - started,
-        "budget_seconds": budget.seconds,
-        "molecules": molecules.source,
-        "atomic_energies_source": molecules.atomic_energies_source,
-        "statistics": vars(stats),
-        "reference": reference.name,
-        "paths": {p.name: p.unavailable or "available" for p in paths},
-        "command": common["command"],
-    }
-    (args.out / "run_info.json").write_text(json.dumps(info, indent=1, default=str) + "\n")
+
+    def write() -> str:
+        report.write_json(ctx.records, args.out / "results.json")
+        table = report.markdown(ctx.records, title)
+        (args.out / "results.md").write_text(table)
+        info = {
+            "settings": settings.to_dict(),
+            "workload_seconds": ctx.timings_s,
+            "total_seconds": time.perf_counter() - started,
+            "budget_seconds": budget.seconds,
+            "molecules": molecules.source,
+            "atomic_energies_source": molecules.atomic_energies_source,
+            "statistics": vars(stats),
+            "reference": reference.name,
+            "paths": {p.name: p.unavailable or "available" for p in paths},
+            "command": common["command"],
+        }
+        (args.out / "run_info.json").write_text(json.dumps(info, indent=1, default=str) + "\n")
+        return table
+
+    run_workloads(ctx, names, after_each=write)
+    table = write()
     for name, seconds in ctx.timings_s.items():
         print(f"{name:>12}: {seconds:7.1f} s")
-    print(f"{'total':>12}: {info['total_seconds']:7.1f} s (budget {budget.seconds:.0f} s)\n")
+    total = time.perf_counter() - started
+    print(f"{'total':>12}: {total:7.1f} s (budget {budget.seconds:.0f} s)\n")
     print(table)
     return 0
 

@@ -127,6 +127,12 @@ def reference_on(ctx: Context, key: str, batch: Batch) -> Reference:
     return ctx.refs[key]
 
 
+def _lazy_reference(ctx: Context, key: str, batch: Batch) -> Callable[[], Reference]:
+    """The reference on ``batch``, computed inside the first path's guarded body, so that a
+    failing reference is recorded against the paths instead of stopping the run."""
+    return lambda: reference_on(ctx, key, batch)
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     denominator = torch.linalg.norm(b).item()
     value = torch.linalg.norm(a - b).item()
@@ -360,7 +366,7 @@ def train_step(ctx: Context, batch_size: int) -> None:
     s = ctx.settings
     batches = _to_device(molecule_batches(ctx, batch_size, s.num_rotating_batches), ctx.device)
     workload = f"train_b{batch_size}"
-    ref = reference_on(ctx, workload, batches[0])
+    ref = _lazy_reference(ctx, workload, batches[0])
     system = _system_fields(f"{ctx.molecules.name} x{batch_size}", batches, ctx.molecules.source)
     for path in ctx.paths:
         record = new_record("train_step", "", "", system, ctx.common)
@@ -368,7 +374,7 @@ def train_step(ctx: Context, batch_size: int) -> None:
         def body(path: Path = path, record: dict = record) -> None:
             inputs = [path.prepare(b) for b in batches]
             energy, forces = path.forward(inputs[0], training=True)
-            record["correctness"] = check(path, energy, forces, ref, system["label"])
+            record["correctness"] = check(path, energy, forces, ref(), system["label"])
             del energy, forces
             flops = _flops(ctx, batches, "training", path)
             record["flops"] = flops
@@ -394,13 +400,13 @@ def _infer(
     unit: str,
     paths: list[Path] | None = None,
 ) -> None:
-    ref = reference_on(ctx, check_key, check_batch)
+    ref = _lazy_reference(ctx, check_key, check_batch)
     for path in paths if paths is not None else ctx.paths:
         record = new_record(workload, "", "", system, ctx.common)
 
         def body(path: Path = path, record: dict = record) -> None:
             energy, forces = path.forward(path.prepare(check_batch), training=False)
-            record["correctness"] = check(path, energy, forces, ref, check_key)
+            record["correctness"] = check(path, energy, forces, ref(), check_key)
             del energy, forces
             flops = _flops(ctx, batches, "inference", path)
             record["flops"] = flops
@@ -468,7 +474,7 @@ def profiles(ctx: Context) -> None:
         ("profile_infer", small, False, f"{name} x1"),
     ]
     for workload, batches, is_training, label in cases:
-        ref = reference_on(ctx, f"{workload}", batches[0])
+        ref = _lazy_reference(ctx, workload, batches[0])
         system = _system_fields(label, batches, ctx.molecules.source)
         for path in [p for p in ctx.paths if p.name in s.profile_paths]:
             record = new_record(workload, "", "", system, ctx.common)
@@ -478,12 +484,12 @@ def profiles(ctx: Context) -> None:
                 record: dict = record,
                 batches: list = batches,
                 is_training: bool = is_training,
-                ref: Reference = ref,
+                ref: Callable[[], Reference] = ref,
                 label: str = label,
             ) -> None:
                 inputs = [path.prepare(b) for b in batches]
                 energy, forces = path.forward(inputs[0], training=is_training)
-                record["correctness"] = check(path, energy, forces, ref, label)
+                record["correctness"] = check(path, energy, forces, ref(), label)
                 del energy, forces
                 if not record["correctness"]["passed"]:
                     record["refused"] = _refusal(record["correctness"])
@@ -514,7 +520,7 @@ def scaling(ctx: Context) -> None:
     wanted = [p for p in ctx.paths if p.name in s.scaling_paths]
     check_batch = check_water(ctx)
     key = f"water {3 * s.check_water_molecules} atoms"
-    ref = reference_on(ctx, key, check_batch)
+    ref = _lazy_reference(ctx, key, check_batch)
     graphs: dict[int, Batch] = {}
     total_MiB = (
         torch.cuda.get_device_properties(ctx.device).total_memory / 2**20
@@ -551,7 +557,7 @@ def scaling(ctx: Context) -> None:
             def body(path: Path = path, record: dict = record, batch: Batch = batch) -> None:
                 if path.name not in checked:
                     energy, forces = path.forward(path.prepare(check_batch), training=False)
-                    checked[path.name] = check(path, energy, forces, ref, key)
+                    checked[path.name] = check(path, energy, forces, ref(), key)
                     del energy, forces
                 record["correctness"] = checked[path.name]
                 flops = _flops(ctx, [batch], "inference", path)
@@ -619,8 +625,14 @@ def skip_workload(ctx: Context, name: str) -> None:
             ctx.records.append(record)
 
 
-def run_workloads(ctx: Context, names: list[str]) -> None:
-    """Run ``names`` in priority order; past the budget the rest are recorded as skipped."""
+def run_workloads(
+    ctx: Context, names: list[str], after_each: Callable[[], None] | None = None
+) -> None:
+    """Run ``names`` in priority order; past the budget the rest are recorded as skipped.
+
+    ``after_each`` runs after every workload (the entry point writes the results so far, so
+    that a run stopped from outside still leaves them).
+    """
     for name in names:
         if ctx.budget.exhausted() and name != "ceilings":
             log.warning("workload %s: skipped, %s", name, ctx.budget.reason())
@@ -637,3 +649,5 @@ def run_workloads(ctx: Context, names: list[str]) -> None:
         WORKLOADS[name](ctx)
         ctx.timings_s[name] = time.perf_counter() - start
         log.info("workload %s: done in %.1f s", name, ctx.timings_s[name])
+        if after_each is not None:
+            after_each()
