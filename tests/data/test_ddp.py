@@ -11,9 +11,12 @@ import os
 import socket
 from pathlib import Path
 
+import lightning  # noqa: F401  (imported before forking the ranks)
 import pytest
 import torch
 import torch.multiprocessing as mp
+
+import macelab.data.datamodule  # noqa: F401
 
 SMALL = {"num_train": 30, "num_valid": 9, "batch_size": 4, "valid_batch_size": 4}
 
@@ -87,7 +90,15 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_rank_ddp_splits_training_and_evaluates_everything_once(tmp_path):
     cache = tmp_path / "cache"
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path), str(cache)), nprocs=2, join=True)
+    # fork: the workers inherit the imported modules (a fresh interpreter per rank would spend
+    # most of the test importing torch, e3nn and Lightning again); CPU only, no CUDA state.
+    mp.start_processes(
+        _worker,
+        args=(_free_port(), str(tmp_path), str(cache)),
+        nprocs=2,
+        join=True,
+        start_method="fork",
+    )
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["stats"] == ranks[1]["stats"]  # same split and statistics everywhere
     seen = [r["seen"] for r in ranks]

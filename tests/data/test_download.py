@@ -34,7 +34,7 @@ def server(tmp_path):
     www.mkdir()
     handler = functools.partial(QuietHandler, directory=str(www))
     httpd = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield www, f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
