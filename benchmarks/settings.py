@@ -74,6 +74,7 @@ class Settings:
     infer_small_reps: Reps = Reps(warmup=10, repeat=50, max_seconds=6.0)
     infer_large_reps: Reps = Reps(warmup=1, repeat=10, max_seconds=6.0)
     scaling_reps: Reps = Reps(warmup=1, repeat=5, max_seconds=4.0)
+    profile_reps: Reps = Reps(warmup=3, repeat=5, max_seconds=5.0)
     ceiling_matmul_n: int = 8192
     ceiling_copy_mib: int = 1024
     memory_headroom: float = 0.85
@@ -102,10 +103,11 @@ TINY = Settings(
     scaling_atoms=(30, 90),
     scaling_paths=("macelab/32", "mace-torch/32"),
     profile_paths=("macelab/32", "mace-torch/32"),
-    train_reps=Reps(warmup=1, repeat=2, max_seconds=2.0),
-    infer_small_reps=Reps(warmup=1, repeat=3, max_seconds=1.0),
-    infer_large_reps=Reps(warmup=1, repeat=2, max_seconds=1.0),
-    scaling_reps=Reps(warmup=1, repeat=2, max_seconds=1.0),
+    train_reps=Reps(warmup=0, repeat=2, max_seconds=2.0),
+    infer_small_reps=Reps(warmup=1, repeat=2, max_seconds=1.0),
+    infer_large_reps=Reps(warmup=0, repeat=2, max_seconds=1.0),
+    scaling_reps=Reps(warmup=0, repeat=2, max_seconds=1.0),
+    profile_reps=Reps(warmup=0, repeat=1, max_seconds=1.0),
     ceiling_matmul_n=128,
     ceiling_copy_mib=16,
 )

@@ -502,8 +502,8 @@ def profiles(ctx: Context) -> None:
                         def step(k: int) -> None:
                             path.forward(inputs[k % len(inputs)], training=False)
 
-                    unprofiled = time_calls(step, ctx.device, Reps(3, 5, 5.0))
-                    summary = profile_call(lambda: step(8), ctx.device)
+                    unprofiled = time_calls(step, ctx.device, s.profile_reps)
+                    summary = profile_call(lambda: step(s.profile_reps.warmup + 1), ctx.device)
                     summary["unprofiled_ms"] = unprofiled.ms
                     busy = summary["gpu_busy_ms"]
                     summary["gpu_busy_fraction_unprofiled"] = (
