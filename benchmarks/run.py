@@ -32,9 +32,10 @@ from benchmarks.implementations import (
     make_paths,
     reference_path,
 )
+from benchmarks.measure import Budget, Context
 from benchmarks.settings import Settings, settings_for
 from benchmarks.systems import MoleculeSet, default_data_root, load_molecules, make_batch
-from benchmarks.workloads import SUITES, WORKLOADS, Budget, Context, run_workloads
+from benchmarks.workloads import SUITES, WORKLOADS, run_workloads
 
 log = logging.getLogger("benchmarks")
 

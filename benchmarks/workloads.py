@@ -20,13 +20,9 @@ thousands of atoms would need more memory than the workload itself).
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
-import math
 import time
-import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,217 +30,27 @@ import torch
 from torch_geometric.data import Batch
 
 from benchmarks import flops as flop_count
-from benchmarks.implementations import ModelStatistics, Path
+from benchmarks.implementations import Path
+from benchmarks.measure import (
+    Context,
+    Reference,
+    bytes_per_value,
+    check,
+    guarded,
+    lazy_reference,
+    refusal,
+    speed_fields,
+)
 from benchmarks.profiling import profile_call
 from benchmarks.report import new_record
-from benchmarks.settings import Reps, Settings
-from benchmarks.systems import MoleculeSet, describe, make_batch, water_box
+from benchmarks.settings import Reps
+from benchmarks.systems import describe, make_batch, water_box
 from benchmarks.timing import MATMUL_MODES, copy_GBps, matmul_tflops, synchronize, time_calls
 
 log = logging.getLogger("benchmarks")
 
 ENERGY_WEIGHT = 1.0
 FORCES_WEIGHT = 100.0
-
-
-@dataclass
-class Budget:
-    """Wall-clock budget of the whole run; workloads and paths past it are skipped."""
-
-    seconds: float
-    started: float = field(default_factory=time.perf_counter)
-
-    def spent(self) -> float:
-        return time.perf_counter() - self.started
-
-    def exhausted(self) -> bool:
-        return self.spent() >= self.seconds
-
-    def reason(self) -> str:
-        return f"time budget of {self.seconds:.0f} s spent (--budget-s)"
-
-
-@dataclass
-class Reference:
-    """Float64 reference energies/forces on one batch, and the isolated-atom energy sum."""
-
-    energy: torch.Tensor
-    forces: torch.Tensor
-    e0_sum: torch.Tensor
-    label: str
-
-
-@dataclass
-class Context:
-    """Everything the workloads share."""
-
-    settings: Settings
-    device: torch.device
-    paths: list[Path]
-    reference: Path
-    mace_reference: torch.nn.Module
-    molecules: MoleculeSet
-    stats: ModelStatistics
-    common: dict[str, Any]
-    budget: Budget
-    records: list[dict[str, Any]] = field(default_factory=list)
-    ceilings: dict[str, float] = field(default_factory=dict)
-    refs: dict[str, Reference] = field(default_factory=dict)
-    timings_s: dict[str, float] = field(default_factory=dict)
-
-
-# --- helpers -----------------------------------------------------------------------------
-
-
-def _cleanup(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def _e0_sum(ctx: Context, batch: Batch) -> torch.Tensor:
-    table = torch.zeros(119, dtype=torch.float64)
-    for z, energy in ctx.stats.atomic_energies.items():
-        table[z] = energy
-    per_atom = table[batch.atomic_numbers.cpu()]
-    return torch.zeros(batch.num_graphs, dtype=torch.float64).index_add_(
-        0, batch.batch.cpu(), per_atom
-    )
-
-
-def reference_on(ctx: Context, key: str, batch: Batch) -> Reference:
-    """The float64 reference on ``batch`` (cached under ``key``)."""
-    if key not in ctx.refs:
-        path = ctx.reference
-        energy, forces = path.forward(path.prepare(batch), training=False)
-        ctx.refs[key] = Reference(
-            energy.detach().double().cpu(),
-            forces.detach().double().cpu(),
-            _e0_sum(ctx, batch),
-            path.name,
-        )
-        _cleanup(ctx.device)
-    return ctx.refs[key]
-
-
-def _lazy_reference(ctx: Context, key: str, batch: Batch) -> Callable[[], Reference]:
-    """The reference on ``batch``, computed inside the first path's guarded body, so that a
-    failing reference is recorded against the paths instead of stopping the run."""
-    return lambda: reference_on(ctx, key, batch)
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    denominator = torch.linalg.norm(b).item()
-    value = torch.linalg.norm(a - b).item()
-    return value / denominator if denominator > 0 else value
-
-
-def check(
-    path: Path,
-    energy: torch.Tensor,
-    forces: torch.Tensor,
-    ref: Reference,
-    checked_on: str,
-) -> dict[str, Any]:
-    """Relative energy (without the E0 sum) and force errors against the reference."""
-    e = energy.detach().double().cpu().reshape(-1)
-    f = forces.detach().double().cpu()
-    energy_err = _rel(e - ref.e0_sum, ref.energy - ref.e0_sum)
-    forces_err = _rel(f, ref.forces)
-    bound = path.spec.bound
-    passed = all(math.isfinite(x) and x <= bound for x in (energy_err, forces_err))
-    return {
-        "reference": ref.label,
-        "energy_rel_err": energy_err,
-        "forces_rel_err": forces_err,
-        "energy_rel_err_total": _rel(e, ref.energy),
-        "bound": bound,
-        "passed": passed,
-        "checked_on": checked_on,
-    }
-
-
-def _refusal(correctness: dict[str, Any]) -> str:
-    return (
-        f"errors vs float64 (E {correctness['energy_rel_err']:.2e}, "
-        f"F {correctness['forces_rel_err']:.2e}) exceed the bound {correctness['bound']:.0e}"
-    )
-
-
-def _bytes_per_value(path: Path) -> int:
-    dtype = path.spec.autocast_dtype or path.spec.param_dtype
-    return torch.finfo(dtype).bits // 8
-
-
-def speed_fields(
-    ctx: Context, path: Path, timing: Any, throughput: float, unit: str, flops: dict[str, Any]
-) -> dict[str, Any]:
-    """The record's ``speed``: time, throughput, memory, and the roofline comparison."""
-    seconds = timing.ms * 1e-3
-    tflops = ctx.ceilings.get(path.spec.ceiling)
-    gbps = ctx.ceilings.get("copy")
-    compute_ms = flops["per_call"] / (tflops * 1e12) * 1e3 if tflops else None
-    memory_ms = flops["bytes_per_call"] / (gbps * 1e9) * 1e3 if gbps else None
-    floors = [v for v in (compute_ms, memory_ms) if v is not None]
-    floor_ms = max(floors) if floors else None
-    return {
-        "ms": timing.ms,
-        "ms_p10": timing.ms_p10,
-        "ms_p90": timing.ms_p90,
-        "repetitions": timing.repetitions,
-        "throughput": throughput,
-        "throughput_unit": unit,
-        "peak_memory_MiB": timing.peak_memory_mib,
-        "achieved_tflops": flops["per_call"] / seconds / 1e12,
-        "achieved_GBps": flops["bytes_per_call"] / seconds / 1e9,
-        "ceiling_tflops": tflops,
-        "ceiling_GBps": gbps,
-        "floor_ms": floor_ms,
-        "fraction_of_ceiling": floor_ms / timing.ms if floor_ms is not None else None,
-        "bound_by": (
-            None
-            if floor_ms is None
-            else "compute"
-            if (compute_ms or 0) >= (memory_ms or 0)
-            else "memory"
-        ),
-    }
-
-
-def guarded(ctx: Context, record: dict[str, Any], path: Path | None, body: Callable[[], None]):
-    """Run ``body`` (which fills ``record``); budget, build, memory and other failures are
-    recorded as ``skipped`` with the reason instead of stopping the run."""
-    ctx.records.append(record)
-    if path is not None:
-        record["implementation"], record["precision"] = path.implementation, path.spec.name
-        if path.unavailable:
-            record["skipped"] = path.unavailable
-            return
-    if ctx.budget.exhausted():
-        record["skipped"] = ctx.budget.reason()
-        return
-    try:
-        if path is not None:
-            try:
-                path.ensure_model()
-            except Exception as exc:
-                path.unavailable = f"model build failed: {type(exc).__name__}: {exc}"[:400]
-                log.error("%s: %s\n%s", path.name, path.unavailable, traceback.format_exc())
-                record["skipped"] = path.unavailable
-                return
-            record["setup_s"] = path.setup_s
-        body()
-    except torch.cuda.OutOfMemoryError as exc:
-        record["skipped"] = "out of memory: " + str(exc).splitlines()[0][:200]
-        record["speed"] = None
-    except Exception as exc:
-        record["skipped"] = f"error: {type(exc).__name__}: {exc}"[:400]
-        record["speed"] = None
-        log.error(
-            "%s %s: %s", record["workload"], path.name if path else "", traceback.format_exc()
-        )
-    finally:
-        _cleanup(ctx.device)
 
 
 def _to_device(batches: list[Batch], device: torch.device) -> list[Batch]:
@@ -276,7 +82,7 @@ def _flops(ctx: Context, batches: list[Batch], kind: str, path: Path) -> dict[st
     nodes = float(np.mean([b.num_nodes for b in batches]))
     edges = float(np.mean([b.edge_index.shape[1] for b in batches]))
     count = flop_count.forward_count(ctx.mace_reference, nodes, edges)
-    return flop_count.summary(count, kind, _bytes_per_value(path))
+    return flop_count.summary(count, kind, bytes_per_value(path))
 
 
 def loss_fn(
@@ -366,7 +172,7 @@ def train_step(ctx: Context, batch_size: int) -> None:
     s = ctx.settings
     batches = _to_device(molecule_batches(ctx, batch_size, s.num_rotating_batches), ctx.device)
     workload = f"train_b{batch_size}"
-    ref = _lazy_reference(ctx, workload, batches[0])
+    ref = lazy_reference(ctx, workload, batches[0])
     system = _system_fields(f"{ctx.molecules.name} x{batch_size}", batches, ctx.molecules.source)
     for path in ctx.paths:
         record = new_record("train_step", "", "", system, ctx.common)
@@ -379,7 +185,7 @@ def train_step(ctx: Context, batch_size: int) -> None:
             flops = _flops(ctx, batches, "training", path)
             record["flops"] = flops
             if not record["correctness"]["passed"]:
-                record["refused"] = _refusal(record["correctness"])
+                record["refused"] = refusal(record["correctness"])
                 return
             with training(path, inputs, batches, ctx.device) as step:
                 timing = time_calls(step, ctx.device, s.train_reps)
@@ -400,7 +206,7 @@ def _infer(
     unit: str,
     paths: list[Path] | None = None,
 ) -> None:
-    ref = _lazy_reference(ctx, check_key, check_batch)
+    ref = lazy_reference(ctx, check_key, check_batch)
     for path in paths if paths is not None else ctx.paths:
         record = new_record(workload, "", "", system, ctx.common)
 
@@ -411,7 +217,7 @@ def _infer(
             flops = _flops(ctx, batches, "inference", path)
             record["flops"] = flops
             if not record["correctness"]["passed"]:
-                record["refused"] = _refusal(record["correctness"])
+                record["refused"] = refusal(record["correctness"])
                 return
             inputs = [path.prepare(b) for b in batches]
 
@@ -474,7 +280,7 @@ def profiles(ctx: Context) -> None:
         ("profile_infer", small, False, f"{name} x1"),
     ]
     for workload, batches, is_training, label in cases:
-        ref = _lazy_reference(ctx, workload, batches[0])
+        ref = lazy_reference(ctx, workload, batches[0])
         system = _system_fields(label, batches, ctx.molecules.source)
         for path in [p for p in ctx.paths if p.name in s.profile_paths]:
             record = new_record(workload, "", "", system, ctx.common)
@@ -492,7 +298,7 @@ def profiles(ctx: Context) -> None:
                 record["correctness"] = check(path, energy, forces, ref(), label)
                 del energy, forces
                 if not record["correctness"]["passed"]:
-                    record["refused"] = _refusal(record["correctness"])
+                    record["refused"] = refusal(record["correctness"])
                     return
                 with contextlib.ExitStack() as stack:
                     if is_training:
@@ -520,7 +326,7 @@ def scaling(ctx: Context) -> None:
     wanted = [p for p in ctx.paths if p.name in s.scaling_paths]
     check_batch = check_water(ctx)
     key = f"water {3 * s.check_water_molecules} atoms"
-    ref = _lazy_reference(ctx, key, check_batch)
+    ref = lazy_reference(ctx, key, check_batch)
     graphs: dict[int, Batch] = {}
     total_MiB = (
         torch.cuda.get_device_properties(ctx.device).total_memory / 2**20
@@ -563,7 +369,7 @@ def scaling(ctx: Context) -> None:
                 flops = _flops(ctx, [batch], "inference", path)
                 record["flops"] = flops
                 if not record["correctness"]["passed"]:
-                    record["refused"] = _refusal(record["correctness"])
+                    record["refused"] = refusal(record["correctness"])
                     return
                 inputs = path.prepare(batch.to(ctx.device))
                 timing = time_calls(

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from benchmarks import flops
+from benchmarks.measure import Reference, check
 from benchmarks.precisions import PRECISIONS, macelab_precisions, precision
 from benchmarks.report import main_table
-from benchmarks.workloads import Reference, check
 
 
 def test_einsum_cost_counts_multiply_and_add() -> None:
