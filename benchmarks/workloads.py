@@ -6,7 +6,7 @@
                      step) on 5 3BPA molecules, rotating among several batches
 ``infer_small``      energy+forces latency of one 27-atom molecule (MD use)
 ``train_b32``        the training step on 32 molecules
-``infer_large``      energy+forces of a periodic box of liquid water (3000 atoms), atoms/s
+``infer_large``      energy+forces of a periodic box of liquid water (2100 atoms), atoms/s
 ``profile``          torch.profiler of one training step (batch 5) and one small inference
 ``scaling``          water boxes from 100 to 20000 atoms: time and peak memory per size
 ===================  =========================================================================
@@ -211,14 +211,21 @@ def _infer(
         record = new_record(workload, "", "", system, ctx.common)
 
         def body(path: Path = path, record: dict = record) -> None:
-            energy, forces = path.forward(path.prepare(check_batch), training=False)
-            record["correctness"] = check(path, energy, forces, ref(), check_key)
+            reference = ref()
+            with peak_memory(ctx.device) as used:
+                energy, forces = path.forward(path.prepare(check_batch), training=False)
+            record["correctness"] = check(path, energy, forces, reference, check_key)
             del energy, forces
             flops = _flops(ctx, batches, "inference", path)
             record["flops"] = flops
             if not record["correctness"]["passed"]:
                 record["refused"] = refusal(record["correctness"])
                 return
+            if check_batch is not batches[0]:
+                too_big = exceeds_memory(ctx, used, check_batch, batches[0])
+                if too_big:
+                    record["skipped"] = too_big
+                    return
             inputs = [path.prepare(b) for b in batches]
 
             def call(k: int) -> None:
@@ -231,6 +238,35 @@ def _infer(
             )
 
         guarded(ctx, record, path, body)
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict[str, float]]:
+    """Device memory in MiB before the block (``base``) and its peak above that (``peak``)."""
+    used: dict[str, float] = {}
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        used["base"] = torch.cuda.memory_allocated(device) / 2**20
+    yield used
+    if device.type == "cuda":
+        synchronize(device)
+        used["peak"] = torch.cuda.max_memory_allocated(device) / 2**20 - used["base"]
+
+
+def exceeds_memory(ctx: Context, used: dict[str, float], small: Batch, large: Batch) -> str | None:
+    """Why ``large`` would not fit, predicted linearly in edges from a run on ``small``."""
+    if "peak" not in used:
+        return None
+    total = torch.cuda.get_device_properties(ctx.device).total_memory / 2**20
+    ratio = large.edge_index.shape[1] / max(1, small.edge_index.shape[1])
+    predicted = used["base"] + used["peak"] * ratio
+    if predicted <= ctx.settings.memory_headroom * total:
+        return None
+    return (
+        f"predicted peak {predicted:.0f} MiB (linear in edges from {small.num_nodes} atoms) "
+        f"exceeds {ctx.settings.memory_headroom:.0%} of {total:.0f} MiB"
+    )
 
 
 def infer_small(ctx: Context) -> None:
