@@ -197,7 +197,7 @@ def test_parity_grid(structures, case):
     "options",
     [
         {"correlation": 4, "max_ell": 2, "max_L": 1},
-        {"correlation": [3, 1], "max_ell": 3, "max_L": 2},
+        {"correlation": [3, 1], "max_ell": 2, "max_L": 2},
         {"apply_cutoff": False},
         {"gate": torch.tanh, "first": PLAIN},
     ],
@@ -215,7 +215,7 @@ def test_parity_options(structures, options):
 
 def test_parity_with_reduced_basis(structures):
     """macelab's reduced CG basis represents mace-torch's full one exactly, and back."""
-    reference = mace_torch_model(max_ell=3, max_L=2, correlation=3)
+    reference = mace_torch_model(max_ell=2, max_L=2, correlation=3)
     ours = from_mace_torch(reference, reduced_cg=True)
     assert count_parameters(ours) < count_parameters(reference)
     for quantity, error in _compare(ours, reference, structures).items():
@@ -265,7 +265,7 @@ def test_ase_calculators_agree(structures, tmp_path):
 
     from macelab.calculator import MACECalculator
 
-    reference = mace_torch_model(max_ell=3, max_L=2, correlation=3, num_interactions=2)
+    reference = mace_torch_model(max_ell=2, max_L=1, correlation=3, num_interactions=2)
     path = tmp_path / "reference.model"
     torch.save(reference, path)
     ours = from_mace_torch(load_mace_torch_file(path))
