@@ -223,3 +223,21 @@ def guarded(ctx: Context, record: dict[str, Any], path: Path | None, body: Calla
         )
     finally:
         cleanup(ctx.device)
+        _log_outcome(record)
+
+
+def _log_outcome(record: dict[str, Any]) -> None:
+    speed = record.get("speed") or {}
+    if record.get("skipped"):
+        outcome = f"skipped: {record['skipped']}"
+    elif record.get("refused"):
+        outcome = f"REFUSED: {record['refused']}"
+    elif "ms" in speed:
+        outcome = f"{speed['ms']:.3g} ms, {speed['throughput']:.4g} {speed['throughput_unit']}"
+    elif "throughput" in speed:
+        outcome = f"{speed['throughput']:.4g} {speed['throughput_unit']}"
+    else:
+        outcome = "done"
+    label = (record.get("system") or {}).get("label", "")
+    path = f"{record['implementation']}/{record['precision']}"
+    log.info("  %s %s %s: %s", record["workload"], label, path, outcome[:200])

@@ -103,9 +103,12 @@ def statistics(molecules: MoleculeSet, settings: Settings) -> ModelStatistics:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
     warnings.filterwarnings("ignore")
-    logging.getLogger("root").setLevel(logging.WARNING)
     started = time.perf_counter()
     settings = settings_for(args.tiny)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

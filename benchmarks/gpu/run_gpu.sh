@@ -25,6 +25,13 @@ else
     echo "no cuEquivariance carried (.whl/cueq-xz) or installed (/tmp/site-cueq)" >&2
 fi
 export PYTHONPATH="$PWD/src:$PWD:$PYTHONPATH"
+# The CUDA libraries of the image's torch wheels (libnvrtc.so.13 for cuEquivariance's ops).
+nvlibs="$(python3 -c 'import glob, os, site
+print(":".join(sorted({d for s in site.getsitepackages()
+    for d in glob.glob(os.path.join(s, "nvidia", "**", "lib"), recursive=True)})))' 2>/dev/null)"
+if [[ -n "$nvlibs" ]]; then
+    export LD_LIBRARY_PATH="$nvlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 if [[ -z "${MACELAB_DATA:-}" && -d .gpu/data ]]; then
     export MACELAB_DATA="$PWD/.gpu/data"
 fi
