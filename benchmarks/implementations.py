@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Batch
 
-from benchmarks.precisions import PrecisionSpec, macelab_precisions, precision
+from benchmarks.precisions import PrecisionSpec, macelab_precisions, precision, undescribed
 from benchmarks.settings import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -225,12 +225,19 @@ def make_paths(
         except ImportError as exc:
             macelab_missing = f"macelab.interop.from_mace_torch not importable ({exc})"
     macelab_model = _macelab_from(reference)
-    for p in macelab_precisions():
+    described, unknown = macelab_precisions()
+    for p in described:
 
         def build(p: PrecisionSpec = p) -> torch.nn.Module:
             return copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
 
         paths.append(Path(MACELAB, p, build, macelab_missing))
+    for name in unknown:
+        reason = (
+            f"macelab precision {name!r} has no entry in benchmarks/precisions.py (dtype, "
+            "autocast, bound): add one to benchmark it"
+        )
+        paths.append(Path(MACELAB, undescribed(name), None, reason))
     for name in ("64", "32"):
         p = precision(name)
 
