@@ -51,6 +51,21 @@ def e3nn_without_script() -> Iterator[None]:
         e3nn.set_optimization_defaults(**previous)
 
 
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose_model_config(tmp_path: Path, overrides: list[str]) -> Any:
+    """The ``model`` node of conf/ composed through a minimal primary config of our own
+    (independent of conf/train.yaml), with Hydra overrides such as ``model/size=small``."""
+    from hydra import compose, initialize_config_dir
+
+    (tmp_path / "primary.yaml").write_text(
+        f"defaults:\n  - model: mace\n  - _self_\nhydra:\n  searchpath:\n    - file://{CONF}\n"
+    )
+    with initialize_config_dir(config_dir=str(tmp_path), version_base=None):
+        return compose(config_name="primary", overrides=overrides).model
+
+
 def small_model(seed: int = 0, **overrides: Any) -> MACE:
     """A small float64 MACE with every feature of the paper's model (L up to 2, nu = 3)."""
     settings: dict[str, Any] = {

@@ -5,16 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from macelab.data.statistics import DatasetStatistics
 from macelab.errors import ConfigError
 from macelab.model import MACE, build_model, count_parameters
 
-from .helpers import e3nn_without_script
+from .helpers import compose_model_config, e3nn_without_script
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 SIZES = {
     "tiny": (16, 1),
     "small": (128, 0),
@@ -25,12 +23,7 @@ SIZES = {
 
 
 def _compose(tmp_path: Path, overrides: list[str]) -> DictConfig:
-    """Compose conf/ through a minimal primary config of our own (not conf/train.yaml)."""
-    (tmp_path / "primary.yaml").write_text(
-        f"defaults:\n  - model: mace\n  - _self_\nhydra:\n  searchpath:\n    - file://{CONF}\n"
-    )
-    with initialize_config_dir(config_dir=str(tmp_path), version_base=None):
-        return compose(config_name="primary", overrides=overrides)
+    return DictConfig({"model": compose_model_config(tmp_path, overrides)})
 
 
 def _statistics(r_max: float = 5.0) -> DatasetStatistics:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from macelab.data.statistics import DatasetStatistics
 from macelab.interop import (
     UnsupportedModelError,
     from_mace_torch,
@@ -22,12 +23,13 @@ from macelab.interop import (
     mace_torch_inputs,
     to_mace_torch,
 )
-from macelab.model import MACE, count_parameters
+from macelab.model import MACE, build_model, count_parameters
 
 from .helpers import (
     E0,
     ELEMENTS,
     batch,
+    compose_model_config,
     default_dtype,
     e3nn_without_script,
     read_molecule,
@@ -348,26 +350,34 @@ def test_load_refuses_missing_files_and_state_dicts(tmp_path):
         ("paper", 256, 2),
     ],
 )
-def test_parameter_counts_match_mace_torch(size, channels, max_L):
-    """Default settings (full CG basis, as mace_run_train's use_reduced_cg=False) give
-    mace-torch's parameter count for the same architecture (paper settings, 3 elements)."""
-    settings = {
-        "atomic_numbers": [1, 6, 8],
-        "atomic_energies": [0.0, 0.0, 0.0],
-        "avg_num_neighbors": 10.0,
-        "channels": channels,
-        "max_L": max_L,
-        "radial_mlp": [64, 64, 64],
-    }
-    with default_dtype(torch.float64), e3nn_without_script():
-        ours = MACE(**settings)
+def test_parameter_counts_match_mace_torch(tmp_path, size, channels, max_L):
+    """The models conf/model builds (model=mace, model/size=...) have mace-torch's parameter
+    count for the same architecture (its mace_run_train defaults, use_reduced_cg=False),
+    here with the element table of aspirin (H, C, O)."""
+    cfg = compose_model_config(tmp_path, [f"model/size={size}"])
+    statistics = DatasetStatistics(
+        atomic_numbers=[1, 6, 8],
+        atomic_energies=[0.0, 0.0, 0.0],
+        avg_num_neighbors=10.0,
+        mean_interaction_energy_per_atom=0.0,
+        std_interaction_energy_per_atom=1.0,
+        rms_forces=1.0,
+        num_configurations=1,
+        r_max=5.0,
+    )
+    with default_dtype(torch.float64):
+        ours = build_model(cfg, statistics)
+    assert (ours.hyperparameters["channels"], ours.hyperparameters["max_L"]) == (channels, max_L)
     reference = mace_torch_model(
         channels=channels,
         max_L=max_L,
-        max_ell=3,
-        correlation=3,
-        radial_MLP=[64, 64, 64],
-        num_bessel=8,
+        max_ell=cfg.max_ell,
+        correlation=cfg.correlation,
+        num_interactions=cfg.num_interactions,
+        radial_MLP=list(cfg.radial_mlp),
+        num_bessel=cfg.num_bessel,
+        num_polynomial_cutoff=cfg.num_polynomial_cutoff,
+        r_max=cfg.r_max,
         atomic_numbers=[1, 6, 8],
         num_elements=3,
         atomic_energies=np.zeros(3),
