@@ -26,8 +26,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     from hydra.utils import instantiate
 
     from macelab.analysis.parity import save_parity_plots
-    from macelab.precision import apply_precision
-    from macelab.training.checkpoint import read_checkpoint
+    from macelab.precision import apply_precision, default_dtype
+    from macelab.training.checkpoint import read_checkpoint, stored_dtype
     from macelab.training.module import MACELightningModule
     from macelab.training.results import paper_results, write_results
 
@@ -61,12 +61,14 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     datamodule = instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
-    module = MACELightningModule.load_from_checkpoint(
-        cfg.ckpt_path,
-        map_location="cpu",
-        test_set_names=list(datamodule.test_set_names),
-        ema={"enabled": cfg.use_ema, "decay": 0.99},
-    )
+    datamodule.check_elements(checkpoint["hyper_parameters"]["statistics"]["atomic_numbers"])
+    with default_dtype(stored_dtype(checkpoint)):
+        module = MACELightningModule.load_from_checkpoint(
+            cfg.ckpt_path,
+            map_location="cpu",
+            test_set_names=list(datamodule.test_set_names),
+            ema={"enabled": cfg.use_ema, "decay": 0.99},
+        )
     module.collect_predictions = bool(cfg.plots)
     trainer = L.Trainer(
         accelerator=cfg.accelerator,

@@ -28,7 +28,7 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     import lightning as L
     from hydra.utils import instantiate
 
-    from macelab.precision import apply_precision
+    from macelab.precision import apply_precision, default_dtype, parameter_dtype
     from macelab.training.checkpoint import check_compatible
     from macelab.training.module import MACELightningModule
     from macelab.training.results import paper_results, write_results
@@ -40,13 +40,16 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = MACELightningModule(
-        model=to_dict(cfg.model),
-        statistics=datamodule.statistics.to_dict(),
-        test_set_names=list(datamodule.test_set_names),
-        run_config=to_dict(cfg),
-        **to_dict(cfg.training),
-    )
+    # Build the model in the dtype its weights are kept in, so that a checkpoint's float64
+    # weights are never rounded through float32 on the way back in.
+    with default_dtype(parameter_dtype(cfg.precision)):
+        module = MACELightningModule(
+            model=to_dict(cfg.model),
+            statistics=datamodule.statistics.to_dict(),
+            test_set_names=list(datamodule.test_set_names),
+            run_config=to_dict(cfg),
+            **to_dict(cfg.training),
+        )
     num_parameters = sum(p.numel() for p in module.model.parameters())
     log.info("%s", datamodule.summary())
     log.info("model: %s parameters", f"{num_parameters:,}")

@@ -16,6 +16,8 @@ precision string) and ``matmul_precision`` (``torch.set_float32_matmul_precision
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -50,3 +52,21 @@ def apply_precision(cfg: Any) -> str:
     torch.set_float32_matmul_precision(matmul)
     trainer = cfg.get("trainer") if hasattr(cfg, "get") else None
     return str(trainer or TRAINER_PRECISION[name])
+
+
+def parameter_dtype(cfg: Any) -> torch.dtype:
+    """The dtype the model's parameters are stored in: float64 for ``64``, else float32."""
+    name = str(cfg.get("name") if hasattr(cfg, "get") else cfg)
+    trainer = str(cfg.get("trainer") or "") if hasattr(cfg, "get") else ""
+    return torch.float64 if name == "64" or trainer.startswith("64") else torch.float32
+
+
+@contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Create tensors and modules in ``dtype`` inside the block (e3nn uses the default)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)

@@ -40,6 +40,14 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
+def stored_dtype(checkpoint: dict[str, Any]) -> torch.dtype:
+    """The floating dtype of the model weights in a checkpoint (float32 if none)."""
+    for value in checkpoint["state_dict"].values():
+        if torch.is_tensor(value) and value.is_floating_point():
+            return value.dtype
+    return torch.float32
+
+
 def load_model(
     path: str | Path,
     *,
@@ -52,10 +60,12 @@ def load_model(
     average; otherwise the raw training weights.
     """
     from macelab.model import build_model
+    from macelab.precision import default_dtype
 
     checkpoint = read_checkpoint(path, map_location)
     hparams = checkpoint["hyper_parameters"]
-    model = build_model(hparams["model"], DatasetStatistics.from_dict(hparams["statistics"]))
+    with default_dtype(stored_dtype(checkpoint)):
+        model = build_model(hparams["model"], DatasetStatistics.from_dict(hparams["statistics"]))
     prefix = "model."
     state = {
         key[len(prefix) :]: value
@@ -63,7 +73,6 @@ def load_model(
         if key.startswith(prefix)
     }
     model.load_state_dict(state)
-    model = model.to(next(iter(state.values())).dtype if state else torch.float64)
     ema = checkpoint["macelab"].get("ema")
     if use_ema and ema is not None:
         with torch.no_grad():

@@ -47,8 +47,10 @@ class ExponentialMovingAverage:
         for name, p in module.named_parameters():
             if name in self.shadow:
                 shadow = self.shadow[name]
-                if shadow.device != p.device:
-                    shadow = self.shadow[name] = shadow.to(p.device)
+                dtype = self._shadow_dtype(p)
+                if shadow.device != p.device or shadow.dtype != dtype:
+                    # Follow the parameters (e.g. a module cast to float64 after init).
+                    shadow = self.shadow[name] = shadow.to(device=p.device, dtype=dtype)
                 shadow.lerp_(p.detach().to(shadow.dtype), 1.0 - decay)
 
     @torch.no_grad()

@@ -154,6 +154,9 @@ class MACELightningModule(L.LightningModule):
         self.skipped_steps = 0
         self.batches_done_in_epoch = 0
         self._resume: tuple[int, int] | None = None
+        self.lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self._pending_scheduler_state: dict[str, Any] | None = None
+        self._validated_epoch = -1
         self._ema_backup: dict[str, Tensor] | None = None
 
     # ----------------------------------------------------------------------------- forward
@@ -226,21 +229,34 @@ class MACELightningModule(L.LightningModule):
         self._log_metrics("train", self.train_metrics.compute())
         self.train_metrics.reset()
         self.log("lr", self.optimizers().optimizer.param_groups[0]["lr"])
+        self._step_scheduler()
 
-    def lr_scheduler_step(self, scheduler, metric) -> None:
-        if self.in_stage_two():
-            return  # stage two runs at its own constant learning rate
-        if metric is None:
-            scheduler.step()
+    def _step_scheduler(self) -> None:
+        """Step the learning-rate schedule once per epoch (not in stage two).
+
+        The schedule is stepped here rather than by Lightning, because Lightning skips the
+        plateau step of an epoch that was resumed from a mid-epoch checkpoint, which would
+        make a resumed run diverge from an uninterrupted one. The plateau schedule steps on
+        the validation loss of epochs that ran validation, as mace-torch does.
+        """
+        if self.lr_scheduler is None or self.in_stage_two():
+            return
+        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if self._validated_epoch != self.current_epoch:
+                return
+            self.lr_scheduler.step(
+                float(self.trainer.callback_metrics[self.scheduler_config.monitor])
+            )
         else:
-            scheduler.step(metric)
+            self.lr_scheduler.step()
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, self.optimizer_config)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": build_scheduler(optimizer, self.scheduler_config),
-        }
+        self.lr_scheduler = build_scheduler(optimizer, self.scheduler_config)["scheduler"]
+        if self._pending_scheduler_state is not None:
+            self.lr_scheduler.load_state_dict(self._pending_scheduler_state)
+            self._pending_scheduler_state = None
+        return optimizer
 
     # ----------------------------------------------------------------------- EMA switching
     def _swap_in_ema(self) -> None:
@@ -268,6 +284,8 @@ class MACELightningModule(L.LightningModule):
         self.log("val/loss", terms["loss"], batch_size=batch.num_graphs, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._validated_epoch = self.current_epoch
         self._swap_out_ema()
         self._log_metrics("val", self.val_metrics.compute())
         self.val_metrics.reset()
@@ -310,10 +328,15 @@ class MACELightningModule(L.LightningModule):
             state = checkpoint["state_dict"]
             for name, value in self._ema_backup.items():
                 state[f"model.{name}"] = value.clone()
+        trainer = self._trainer
+        batches_per_epoch = trainer.num_training_batches if trainer is not None else float("inf")
         checkpoint["macelab"] = {
             "ema": None if self.ema is None else self.ema.state_dict(),
             "batches_done_in_epoch": self.batches_done_in_epoch,
+            # The last batch of the epoch is done: a resumed run starts the next epoch.
+            "epoch_complete": self.batches_done_in_epoch >= batches_per_epoch,
             "skipped_steps": self.skipped_steps,
+            "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
             "rng": _rng_state(),
         }
 
@@ -327,8 +350,12 @@ class MACELightningModule(L.LightningModule):
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         self.skipped_steps = state.get("skipped_steps", 0)
+        self._pending_scheduler_state = state.get("lr_scheduler")
         self.batches_done_in_epoch = state["batches_done_in_epoch"]
-        self._resume = (int(checkpoint["epoch"]), self.batches_done_in_epoch)
+        if state.get("epoch_complete", False):
+            self._resume = (int(checkpoint["epoch"]) + 1, 0)
+        else:
+            self._resume = (int(checkpoint["epoch"]), self.batches_done_in_epoch)
         _set_rng_state(state["rng"])
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if datamodule is not None and hasattr(datamodule, "resume_training_at"):
