@@ -14,6 +14,7 @@ calls it first), so this works whichever e3nn release is installed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 from types import ModuleType
 
@@ -29,6 +30,37 @@ def import_e3nn() -> ModuleType:
         importlib.import_module("e3nn.o3")
         importlib.import_module("e3nn.nn")
     return e3nn
+
+
+@contextlib.contextmanager
+def e3nn_without_torchscript():
+    """Build e3nn modules as plain ``torch.fx`` code instead of TorchScript, then restore.
+
+    macelab builds its models inside this context: scripted e3nn blocks refuse forward hooks
+    (which the precision policies use), take twice as long to construct, warn on every
+    construction under recent torch, and make gradients differ in the last bit between
+    identical steps (TorchScript's profiling executor). The numbers are the same. It is a
+    context, not a global setting, so other e3nn models in the process (mace-torch's, say)
+    are built exactly as e3nn would build them.
+    """
+    e3nn = import_e3nn()
+    previous = e3nn.get_optimization_defaults()
+    e3nn.set_optimization_defaults(jit_script_fx=False)
+    try:
+        yield
+    finally:
+        e3nn.set_optimization_defaults(**previous)
+
+
+def built_without_torchscript(init):
+    """Decorate an ``__init__`` so that its e3nn blocks are built without TorchScript."""
+
+    @functools.wraps(init)
+    def wrapper(*args, **kwargs):
+        with e3nn_without_torchscript():
+            init(*args, **kwargs)
+
+    return wrapper
 
 
 def e3nn_version() -> tuple[int, ...]:

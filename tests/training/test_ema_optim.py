@@ -52,19 +52,44 @@ def test_ema_state_dict_round_trip():
     assert torch.equal(other.shadow["weight"], ema.shadow["weight"])
 
 
-def test_weight_decay_groups_follow_the_patterns():
+def test_weight_decay_groups_follow_mace_torch():
+    """Decay on the interactions' output linear and the product basis, not elsewhere."""
+    linear = torch.nn.Linear
     model = torch.nn.ModuleDict(
         {
-            "embedding": torch.nn.Linear(2, 2),
+            "embedding": linear(2, 2),
             "interactions": torch.nn.ModuleList(
-                [torch.nn.ModuleDict({"linear": torch.nn.Linear(2, 2)})]
+                [torch.nn.ModuleDict({"linear_up": linear(2, 2), "linear": linear(2, 2)})]
             ),
-            "products": torch.nn.ModuleList([torch.nn.Linear(2, 2)]),
+            "products": torch.nn.ModuleList(
+                [
+                    torch.nn.ModuleDict(
+                        {
+                            "contraction": linear(2, 2),
+                            "update": torch.nn.ModuleDict(
+                                {"linear": linear(2, 2), "self_connection": linear(2, 2)}
+                            ),
+                        }
+                    )
+                ]
+            ),
+            "readouts": torch.nn.ModuleList([linear(2, 1)]),
         }
     )
     groups = {g["name"]: g for g in parameter_groups(model, OptimizerConfig(weight_decay=1e-3))}
     decayed = {id(p) for p in groups["decay"]["params"]}
     assert groups["decay"]["weight_decay"] == 1e-3 and groups["no_decay"]["weight_decay"] == 0.0
-    assert id(model["interactions"][0]["linear"].weight) in decayed
-    assert id(model["products"][0].weight) in decayed
-    assert id(model["embedding"].weight) not in decayed
+    product = model["products"][0]
+    for module in (
+        model["interactions"][0]["linear"],
+        product["contraction"],
+        product["update"]["linear"],
+    ):
+        assert id(module.weight) in decayed
+    for module in (
+        model["embedding"],
+        model["interactions"][0]["linear_up"],
+        product["update"]["self_connection"],
+        model["readouts"][0],
+    ):
+        assert id(module.weight) not in decayed

@@ -22,7 +22,8 @@ class OptimizerConfig:
 
     ``decay_patterns`` are fnmatch patterns on parameter names (``model.named_parameters``);
     a parameter whose name matches one of them gets ``weight_decay``, all others none.
-    The defaults follow mace-torch: the interactions' output linear and the products.
+    The defaults follow mace-torch: the interactions' output linear and the product basis
+    (contraction and update linear), not the element-dependent self-connection.
     """
 
     name: str = "adam"
@@ -31,7 +32,11 @@ class OptimizerConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 5e-7
     decay_patterns: list[str] = field(
-        default_factory=lambda: ["interactions.*.linear.*", "products.*"]
+        default_factory=lambda: [
+            "interactions.*.linear.*",
+            "products.*.contraction.*",
+            "products.*.update.linear.*",
+        ]
     )
 
 
