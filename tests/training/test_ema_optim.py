@@ -55,24 +55,22 @@ def test_ema_state_dict_round_trip():
 def test_weight_decay_groups_follow_mace_torch():
     """Decay on the interactions' output linear and the product basis, not elsewhere."""
     linear = torch.nn.Linear
+
+    class Product(torch.nn.Module):  # "update" cannot be a ModuleDict key
+        def __init__(self) -> None:
+            super().__init__()
+            self.contraction = linear(2, 2)
+            self.update = torch.nn.ModuleDict(
+                {"linear": linear(2, 2), "self_connection": linear(2, 2)}
+            )
+
     model = torch.nn.ModuleDict(
         {
             "embedding": linear(2, 2),
             "interactions": torch.nn.ModuleList(
                 [torch.nn.ModuleDict({"linear_up": linear(2, 2), "linear": linear(2, 2)})]
             ),
-            "products": torch.nn.ModuleList(
-                [
-                    torch.nn.ModuleDict(
-                        {
-                            "contraction": linear(2, 2),
-                            "update": torch.nn.ModuleDict(
-                                {"linear": linear(2, 2), "self_connection": linear(2, 2)}
-                            ),
-                        }
-                    )
-                ]
-            ),
+            "products": torch.nn.ModuleList([Product()]),
             "readouts": torch.nn.ModuleList([linear(2, 1)]),
         }
     )
@@ -89,7 +87,7 @@ def test_weight_decay_groups_follow_mace_torch():
     for module in (
         model["embedding"],
         model["interactions"][0]["linear_up"],
-        product["update"]["self_connection"],
+        product.update["self_connection"],
         model["readouts"][0],
     ):
         assert id(module.weight) not in decayed
