@@ -80,8 +80,8 @@ def test_weight_decay_groups_follow_mace_torch():
     product = model["products"][0]
     for module in (
         model["interactions"][0]["linear"],
-        product["contraction"],
-        product["update"]["linear"],
+        product.contraction,
+        product.update["linear"],
     ):
         assert id(module.weight) in decayed
     for module in (
