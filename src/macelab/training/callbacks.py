@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -26,3 +27,36 @@ class LastCheckpoint(ModelCheckpoint):
         if batch_idx + 1 >= trainer.num_training_batches:
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+class TimingCallback(Callback):
+    """Log ``time/elapsed_s``, the training wall time, with every validation.
+
+    Learning curves over wall time (time to accuracy) need it; ``metrics.csv`` otherwise only
+    has steps. The clock counts from the start of fitting and carries over a resume (the
+    elapsed time is saved in the checkpoint), so it is the time the run has spent.
+    """
+
+    def __init__(self) -> None:
+        self.elapsed_before = 0.0
+        self._started: float | None = None
+
+    def elapsed(self) -> float:
+        running = 0.0 if self._started is None else time.perf_counter() - self._started
+        return self.elapsed_before + running
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._started = time.perf_counter()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.elapsed_before, self._started = self.elapsed(), None
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            pl_module.log("time/elapsed_s", self.elapsed())
+
+    def state_dict(self) -> dict[str, float]:
+        return {"elapsed_s": self.elapsed()}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.elapsed_before = float(state_dict.get("elapsed_s", 0.0))
