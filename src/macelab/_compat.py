@@ -36,16 +36,20 @@ def import_e3nn() -> ModuleType:
 def e3nn_without_torchscript():
     """Build e3nn modules as plain ``torch.fx`` code instead of TorchScript, then restore.
 
-    macelab builds its models inside this context: scripted e3nn blocks refuse forward hooks
-    (which the precision policies use), take twice as long to construct, warn on every
-    construction under recent torch, and make gradients differ in the last bit between
-    identical steps (TorchScript's profiling executor). The numbers are the same. It is a
-    context, not a global setting, so other e3nn models in the process (mace-torch's, say)
-    are built exactly as e3nn would build them.
+    macelab builds its models inside this context. Scripted e3nn blocks take twice as long
+    to construct, warn on every construction under recent torch, and make gradients differ
+    in the last bit between identical steps (TorchScript's profiling executor). The einsums
+    are left as ``torch.einsum`` (``optimize_einsums=False``): e3nn's optimisation rewrites
+    them into ``tensordot``, which autocast does not cast, so mixed precision
+    (``precision=bf16-mixed``) would fail with "both inputs should have same dtype";
+    ``torch.einsum`` is autocast-aware and still orders its contractions with opt_einsum at
+    run time. The numbers are the same. It is a context, not a global setting, so other
+    e3nn models in the process (mace-torch's, say) are built exactly as e3nn would build
+    them.
     """
     e3nn = import_e3nn()
     previous = e3nn.get_optimization_defaults()
-    e3nn.set_optimization_defaults(jit_script_fx=False)
+    e3nn.set_optimization_defaults(jit_script_fx=False, optimize_einsums=False)
     try:
         yield
     finally:

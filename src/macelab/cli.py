@@ -45,7 +45,12 @@ def find_user_error(error: BaseException | None) -> MacelabError | None:
 
 
 def user_errors_exit(main: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate an entry point so that user errors exit cleanly with their message."""
+    """Decorate an entry point so that user errors exit cleanly with their message.
+
+    Put it *under* ``@hydra.main`` (on the task function): a user error is then reported
+    before Hydra prints its own traceback. In a multirun the error is re-raised instead, so
+    that Hydra records the job as failed and goes on with the others.
+    """
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -53,12 +58,22 @@ def user_errors_exit(main: Callable[..., Any]) -> Callable[..., Any]:
             return main(*args, **kwargs)
         except BaseException as error:  # re-raised below unless it is a user error
             user_error = find_user_error(error)
-            if user_error is None or debug_enabled():
+            if user_error is None or debug_enabled() or _in_multirun():
                 raise
             print(format_user_error(user_error), file=sys.stderr)
             raise SystemExit(EXIT_USER_ERROR) from None
 
     return wrapper
+
+
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # no Hydra, or not inside a Hydra job
+        return False
 
 
 NUMERIC_GROUPS = ("precision",)

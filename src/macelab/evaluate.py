@@ -94,8 +94,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     return results
 
 
-@user_errors_exit
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+@user_errors_exit
 def main(cfg: DictConfig) -> None:
     run_evaluation(cfg)
 

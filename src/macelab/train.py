@@ -108,8 +108,8 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return str(path)
 
 
-@user_errors_exit
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@user_errors_exit
 def main(cfg: DictConfig) -> None:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
     run_training(cfg)

@@ -1,0 +1,138 @@
+"""The command line: the design card's command runs, and user errors exit cleanly.
+
+A user error prints one paragraph naming what is wrong and what to do, exits with status 2
+and shows no Python traceback; non-finite losses stop the run naming the step.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from macelab.training.module import MACELightningModule, NonFiniteLossError
+from tests.training.helpers import synthetic_batch
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MACELAB_CACHE": str(tmp_path / "cache")}
+    env.pop("MACELAB_DEBUG", None)
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "macelab.train", *args, f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def test_design_card_command_runs_on_cpu(tmp_path):
+    """`python -m macelab.train model=mace precision=bf16-mixed` (one batch of each split)."""
+    result = _run(
+        ["model=mace", "precision=bf16-mixed", "debug=fdr", "trainer.accelerator=cpu"], tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_precision_64_is_accepted_on_the_command_line(tmp_path):
+    result = _run(["precision=64", "model/size=tiny", "debug=fdr"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_missing_training_file_is_one_paragraph_and_exit_2(tmp_path):
+    missing = tmp_path / "nope.xyz"
+    result = _run(["data=xyz", f"data.train_file={missing}", "model/size=tiny"], tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1
+    assert str(missing) in result.stderr
+
+
+def test_corrupted_xyz_names_file_and_record(tmp_path):
+    broken = tmp_path / "broken.xyz"
+    broken.write_text(
+        '2\nProperties=species:S:1:pos:R:3:forces:R:3 energy=-1.0 pbc="F F F"\n'
+        "H 0 0 0 0 0 0\nH 0 0 0.74 0 0 0\n"
+        '2\nProperties=species:S:1:pos:R:3:forces:R:3 energy=-1.0 pbc="F F F"\n'
+        "H 0 0 0 0 0 0\n"  # truncated: the second atom is missing
+    )
+    result = _run(["data=xyz", f"data.train_file={broken}", "model/size=tiny"], tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert str(broken) in result.stderr
+
+
+def test_unknown_config_group_option_fails_with_hydras_message(tmp_path):
+    result = _run(["model/size=gigantic"], tmp_path)
+    assert result.returncode != 0
+    assert "gigantic" in result.stderr
+
+
+def _tiny_module(nonfinite: str) -> MACELightningModule:
+    statistics = {
+        "atomic_numbers": [1, 6],
+        "atomic_energies": [-1.0, -2.0],
+        "avg_num_neighbors": 3.0,
+        "mean_interaction_energy_per_atom": 0.0,
+        "std_interaction_energy_per_atom": 1.0,
+        "rms_forces": 1.0,
+        "num_configurations": 1,
+        "r_max": 5.0,
+    }
+    model = {"channels": 4, "max_L": 0, "correlation": 1, "num_interactions": 1}
+    return MACELightningModule(model=model, statistics=statistics, nonfinite=nonfinite)
+
+
+def _batch_with_nan_label():
+    from macelab.data.graph import AtomicGraph
+
+    batch = synthetic_batch([3])
+    graph = AtomicGraph(
+        num_nodes=3,
+        positions=torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [0, 1.1, 0]], dtype=torch.float64),
+        atomic_numbers=torch.tensor([6, 1, 1]),
+        edge_index=torch.tensor([[0, 1, 0, 2, 1, 2], [1, 0, 2, 0, 2, 1]]),
+        unit_shifts=torch.zeros(6, 3, dtype=torch.float64),
+        cell=torch.zeros(1, 3, 3, dtype=torch.float64),
+        pbc=torch.zeros(1, 3, dtype=torch.bool),
+        energy=torch.tensor([float("nan")], dtype=torch.float64),
+        forces=batch.forces,
+        stress=torch.zeros(1, 3, 3, dtype=torch.float64),
+        has_energy=torch.tensor([True]),
+        has_forces=torch.tensor([True]),
+        has_stress=torch.tensor([False]),
+        weight=torch.ones(1, dtype=torch.float64),
+        index=torch.tensor([7]),
+    )
+    from torch_geometric.data import Batch
+
+    return Batch.from_data_list([graph])
+
+
+def test_non_finite_loss_stops_naming_the_step_and_records():
+    module = _tiny_module("stop")
+    with pytest.raises(NonFiniteLossError, match=r"global step 0.*records \[7\]"):
+        module.training_step(_batch_with_nan_label(), 0)
+
+
+def test_non_finite_loss_can_be_skipped_and_counted():
+    module = _tiny_module("skip")
+    assert module.training_step(_batch_with_nan_label(), 0) is None
+    assert module.skipped_steps == 1
+
+
+def test_no_checkpoint_is_written_from_non_finite_weights():
+    module = _tiny_module("stop")
+    with torch.no_grad():
+        next(module.model.parameters()).fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="refusing to write a checkpoint"):
+        module.on_save_checkpoint({"state_dict": {}})
