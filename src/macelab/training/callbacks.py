@@ -30,16 +30,21 @@ class LastCheckpoint(ModelCheckpoint):
 
 
 class TimingCallback(Callback):
-    """Log ``time/elapsed_s``, the training wall time, with every validation.
+    """Log wall times: ``time/elapsed_s`` with every validation, and per training epoch
+    ``time/train_epoch_s`` (the epoch's training time, validation excluded) and
+    ``time/train_configurations`` (configurations trained on in that epoch, all ranks).
 
-    Learning curves over wall time (time to accuracy) need it; ``metrics.csv`` otherwise only
-    has steps. The clock counts from the start of fitting and carries over a resume (the
-    elapsed time is saved in the checkpoint), so it is the time the run has spent.
+    Learning curves over wall time (time to accuracy) and throughput need them; ``metrics.csv``
+    otherwise only has steps. The elapsed clock counts from the start of fitting and carries
+    over a resume (it is saved in the checkpoint), so it is the time the run has spent.
     """
 
     def __init__(self) -> None:
         self.elapsed_before = 0.0
         self._started: float | None = None
+        self._epoch_started: float | None = None
+        self._epoch_train_s: float | None = None
+        self._epoch_configurations = 0
 
     def elapsed(self) -> float:
         running = 0.0 if self._started is None else time.perf_counter() - self._started
@@ -51,12 +56,46 @@ class TimingCallback(Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         self.elapsed_before, self._started = self.elapsed(), None
 
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        _synchronize(pl_module)
+        self._epoch_started = time.perf_counter()
+        self._epoch_train_s = None
+        self._epoch_configurations = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._epoch_configurations += int(getattr(batch, "num_graphs", 0))
+
+    def _stop_epoch_clock(self, pl_module) -> None:
+        if self._epoch_train_s is None and self._epoch_started is not None:
+            _synchronize(pl_module)
+            self._epoch_train_s = time.perf_counter() - self._epoch_started
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._stop_epoch_clock(pl_module)
+
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             pl_module.log("time/elapsed_s", self.elapsed())
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._stop_epoch_clock(pl_module)
+        if self._epoch_train_s is not None:
+            pl_module.log("time/train_epoch_s", self._epoch_train_s)
+            pl_module.log(
+                "time/train_configurations", float(self._epoch_configurations * trainer.world_size)
+            )
 
     def state_dict(self) -> dict[str, float]:
         return {"elapsed_s": self.elapsed()}
 
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
         self.elapsed_before = float(state_dict.get("elapsed_s", 0.0))
+
+
+def _synchronize(pl_module) -> None:
+    """Wait for queued GPU work, so that wall-clock readings include it."""
+    import torch
+
+    if pl_module.device.type == "cuda":
+        torch.cuda.synchronize(pl_module.device)
