@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from e3nn import o3
 
-from macelab._compat import built_without_torchscript
+from macelab._compat import quietly_built
 from macelab.model.edges import EdgeGeometry, spherical_harmonics
 from macelab.model.embedding import ElementTable, NodeEmbedding
 from macelab.model.energy import AtomicEnergies, EnergySum, ScaleShift
@@ -85,7 +85,7 @@ class MACE(torch.nn.Module):
             (mace-torch's default); false multiplies it into the MLP's output.
     """
 
-    @built_without_torchscript
+    @quietly_built
     def __init__(
         self,
         *,
