@@ -38,6 +38,20 @@ def _data_module(checkpoint: dict[str, Any], overrides: dict[str, Any] | None):
     return datamodule
 
 
+def _resolve(source: str, datamodule) -> str:
+    """The file behind a store's source name (a benchmark path like
+    ``dataset_acac/test_MD_300K.xyz`` is looked up as the data module would)."""
+    if not source or Path(source).is_file():
+        return source
+    from macelab.data.locate import locate
+    from macelab.errors import MissingDataError
+
+    try:
+        return str(locate(source, root=getattr(datamodule, "root", None), download=False).path)
+    except MissingDataError:
+        return source
+
+
 def _frame_info(source: str, indices: np.ndarray) -> list[dict[str, Any]]:
     """``atoms.info`` of the given records of a source file (empty dicts if unreadable)."""
     try:
@@ -104,7 +118,7 @@ def predict_test_sets(
         if max_structures is not None:
             for key in ("energy", "energy_ref", "num_atoms", "has_energy", "index"):
                 arrays[key] = arrays[key][:max_structures]
-        source = getattr(datamodule.test_datasets[name], "source", "")
+        source = _resolve(getattr(datamodule.test_datasets[name], "source", ""), datamodule)
         arrays["source"] = source
         arrays["info"] = _frame_info(source, arrays["index"])
         results[name] = arrays

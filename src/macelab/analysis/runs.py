@@ -149,3 +149,18 @@ def load_learning_curve(run: str | Path) -> pd.DataFrame:
         rows["elapsed_s"] = float("nan")
     keep = ["epoch", "step", "elapsed_s", *val_columns]
     return rows[keep].reset_index(drop=True)
+
+
+def training_throughput(run: str | Path) -> float | None:
+    """Training configurations per second of training time (validation excluded), from the
+    ``time/train_configurations`` and ``time/train_epoch_s`` a run logs; None if absent."""
+    path = Path(run) / "metrics.csv"
+    if not path.is_file():
+        return None
+    metrics = pd.read_csv(path)
+    columns = {"time/train_configurations", "time/train_epoch_s"}
+    if not columns <= set(metrics.columns):
+        return None
+    rows = metrics.dropna(subset=list(columns))
+    seconds = float(rows["time/train_epoch_s"].sum())
+    return float(rows["time/train_configurations"].sum()) / seconds if seconds > 0 else None

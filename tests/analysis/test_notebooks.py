@@ -1,0 +1,83 @@
+"""Both notebooks run top to bottom (papermill) on runs made here by the real entry point:
+a tiny training run and a tiny two-run multirun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [
+    "model/size=tiny",
+    "model.correlation=1",
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.enable_progress_bar=false",
+    "data.num_train=20",
+    "data.num_valid=5",
+    "data.batch_size=5",
+]
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MACELAB_CACHE": str(tmp / "cache")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("runs")
+    single, sweep = tmp / "single", tmp / "sweep"
+    command = [sys.executable, "-m", "macelab.train"]
+    subprocess.run(
+        [*command, *TINY, f"hydra.run.dir={single}"], check=True, env=_env(tmp), capture_output=True
+    )
+    subprocess.run(
+        [*command, "-m", *TINY, "precision=32,bf16-mixed", f"hydra.sweep.dir={sweep}"],
+        check=True,
+        env=_env(tmp),
+        capture_output=True,
+    )
+    return {"single": single, "sweep": sweep}
+
+
+def _execute(notebook: str, runs_dir: Path, out: Path, **parameters) -> None:
+    import papermill
+
+    out.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / notebook),
+        str(out / notebook),
+        parameters={"runs_dir": str(runs_dir), **parameters},
+        cwd=str(out),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+
+
+def test_sweep_analysis_notebook(runs, tmp_path):
+    assert (runs["sweep"] / "summary.csv").is_file()
+    _execute("sweep_analysis.ipynb", runs["sweep"], tmp_path)
+    for name in ("learning_curves", "accuracy_vs_throughput", "equivariance_by_precision"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 5_000, name
+
+
+def test_model_analysis_notebook(runs, tmp_path):
+    _execute("model_analysis.ipynb", runs["single"], tmp_path, max_structures=10, md_steps=10)
+    pngs = {p.name for p in tmp_path.glob("*.png")}
+    expected = {
+        "parity_test_MD_300K.png",
+        "error_distribution.png",
+        "error_vs_temperature.png",
+        "dihedral_test_dihedral.png",
+        "md_energy_trace.png",
+    }
+    assert expected <= pngs, pngs
