@@ -7,7 +7,10 @@ Every other path is derived from it, so weights are identical everywhere:
 * ``macelab``: ``macelab.interop.from_mace_torch(reference)``, copied and cast per precision;
 * ``mace-torch``: the reference itself, copied and cast (e3nn backend);
 * ``mace-torch+cueq``: mace-torch's own converter (``mace.cli.convert_e3nn_cueq``) to NVIDIA
-  cuEquivariance kernels.
+  cuEquivariance kernels;
+* ``macelab+graphs``: the macelab model replayed from CUDA graphs (``macelab.speed``):
+  inference through ``GraphedPotential``, training steps through ``GraphedTrainStep``
+  (inputs padded to shape buckets, padding included in the timing).
 
 A :class:`Path` runs ``(energy [n_graphs], forces [n_atoms, 3])`` on an inputs object that
 :meth:`Path.prepare` makes once per batch, so input conversion is never timed.
@@ -36,6 +39,8 @@ log = logging.getLogger(__name__)
 MACELAB = "macelab"
 MACE_TORCH = "mace-torch"
 MACE_CUEQ = "mace-torch+cueq"
+MACELAB_GRAPHS = "macelab+graphs"
+GRAPHS_PRECISIONS = ("32", "bf16-mixed")
 
 
 @dataclass
@@ -134,6 +139,7 @@ class Path:
     model: torch.nn.Module | None = field(default=None, repr=False)
     setup_s: float | None = None
     atomic_numbers: tuple[int, ...] = ()
+    graphed: Any = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -151,7 +157,7 @@ class Path:
 
     def prepare(self, batch: Batch) -> Any:
         """The inputs this path's model takes, made once per batch (not timed)."""
-        if self.implementation == MACELAB:
+        if self.implementation in (MACELAB, MACELAB_GRAPHS):
             # The graph's float64 fields cast to the model's dtype once here, as mace-torch's
             # inputs are below, so that neither implementation pays for the cast per call.
             inputs = batch.clone()
@@ -165,17 +171,49 @@ class Path:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Energy and forces (forces with ``create_graph`` when ``training``), by this path's
         model or by ``model`` (a copy being trained)."""
+        if self.implementation == MACELAB_GRAPHS and not training and model is None:
+            out = self.graphed_potential()(inputs)
+            return out["energy"], out["forces"]
         model = model if model is not None else self.ensure_model()
         with self.spec.active(_device_type(inputs)):
-            if self.implementation == MACELAB:
+            if self.implementation in (MACELAB, MACELAB_GRAPHS):
                 out = model(inputs, compute_forces=True, compute_stress=False, training=training)
             else:
                 out = model(dict(inputs), training=training, compute_force=True)
         return out["energy"], out["forces"]
 
+    def graph_context(self) -> Callable[[], contextlib.AbstractContextManager]:
+        """This path's precision as a context for CUDA-graph capture (autocast without its
+        weight-cast cache, which must not outlive a capture)."""
+        spec = self.spec
+
+        @contextlib.contextmanager
+        def active() -> Iterator[None]:
+            previous = torch.get_float32_matmul_precision()
+            torch.set_float32_matmul_precision(spec.matmul_precision)
+            try:
+                if spec.autocast_dtype is None:
+                    yield
+                else:
+                    with torch.autocast("cuda", dtype=spec.autocast_dtype, cache_enabled=False):
+                        yield
+            finally:
+                torch.set_float32_matmul_precision(previous)
+
+        return active
+
+    def graphed_potential(self) -> Any:
+        """The CUDA-graph potential of this path's model (built on first use)."""
+        if self.graphed is None:
+            from macelab.speed.cuda_graphs import GraphedPotential
+
+            self.graphed = GraphedPotential(self.ensure_model(), context=self.graph_context())
+        return self.graphed
+
     def release(self) -> None:
         """Drop the model (and its device memory)."""
         self.model = None
+        self.graphed = None
 
 
 def _device_type(inputs: Any) -> str:
@@ -238,6 +276,16 @@ def make_paths(
             "autocast, bound): add one to benchmark it"
         )
         paths.append(Path(MACELAB, undescribed(name), None, reason))
+    graphs_missing = macelab_missing
+    if graphs_missing is None and device.type != "cuda":
+        graphs_missing = "CUDA graphs need a CUDA device"
+    for name in GRAPHS_PRECISIONS:
+        p = precision(name)
+
+        def build_graphed(p: PrecisionSpec = p) -> torch.nn.Module:
+            return copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
+
+        paths.append(Path(MACELAB_GRAPHS, p, build_graphed, graphs_missing))
     for name in ("64", "32"):
         p = precision(name)
 

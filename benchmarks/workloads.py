@@ -30,7 +30,7 @@ import torch
 from torch_geometric.data import Batch
 
 from benchmarks import flops as flop_count
-from benchmarks.implementations import Path
+from benchmarks.implementations import MACELAB_GRAPHS, Path
 from benchmarks.measure import (
     Context,
     Reference,
@@ -143,9 +143,21 @@ def training(
         (b.energy.reshape(-1), b.forces, torch.bincount(b.batch).to(b.forces.dtype))
         for b in batches
     ]
+    graphed = None
+    if path.implementation == MACELAB_GRAPHS:
+        from macelab.speed.train_step import GraphedTrainStep, weighted_mse
+
+        loss = weighted_mse(ENERGY_WEIGHT, FORCES_WEIGHT)
+        graphed = GraphedTrainStep(model.train(), loss, context=path.graph_context())
+        dtype = path.spec.param_dtype
+        labels = [tuple(t.to(dtype) for t in label) for label in labels]
 
     def step(k: int) -> None:
         i = k % len(inputs)
+        if graphed is not None:
+            graphed(inputs[i], *labels[i])
+            optimizer.step()
+            return
         optimizer.zero_grad(set_to_none=True)
         energy, forces = path.forward(inputs[i], training=True)
         loss = loss_fn(energy, forces, *labels[i])

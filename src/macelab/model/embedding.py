@@ -64,9 +64,17 @@ class ElementTable(torch.nn.Module):
     def forward(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
         """``[n]`` atomic numbers -> ``[n]`` int64 indices into the element table."""
         index = self.lookup[atomic_numbers.clamp(0, MAX_ATOMIC_NUMBER)]
-        if not torch.compiler.is_compiling() and bool((index < 0).any()):
+        if _may_sync() and bool((index < 0).any()):
             self.check(atomic_numbers)
         return index
+
+
+def _may_sync() -> bool:
+    """Whether a host-device synchronisation is allowed here: not while ``torch.compile``
+    traces, nor while a CUDA graph is captured (the check then ran in the warm-up calls)."""
+    if torch.compiler.is_compiling():
+        return False
+    return not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
 
 
 class NodeEmbedding(torch.nn.Module):

@@ -1,0 +1,139 @@
+"""Padding to shape buckets leaves every real output unchanged (float64, CPU), and the
+CUDA-graph potential reproduces the eager model (on a GPU; skipped without one)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from macelab.speed.padding import bucket_for, graph_sizes, pad_graph, round_up, unpad
+from tests.model.helpers import batch, graph, read_molecule, silicon_cell, small_model
+
+KEYS = ("energy", "node_energy", "forces", "stress", "virials")
+
+
+def _outputs(model, inputs, stress: bool) -> dict:
+    out = model(inputs, compute_forces=True, compute_stress=stress)
+    return {k: out[k].detach() for k in KEYS if out.get(k) is not None}
+
+
+def _check_padded(model, inputs, stress: bool, growth: float = 1.25) -> None:
+    sizes = graph_sizes(inputs)
+    bucket = bucket_for(*sizes, growth=growth)
+    assert bucket.atoms > sizes[0] and bucket.edges > sizes[1]
+    padded = pad_graph(inputs, bucket, model.r_max, padding_number=1)
+    expected = _outputs(model, inputs, stress)
+    got = unpad(_outputs(model, padded, stress), sizes)
+    for key, value in expected.items():
+        assert got[key].shape == value.shape, key
+        torch.testing.assert_close(got[key], value, rtol=1e-12, atol=1e-12, msg=key)
+
+
+def test_round_up_is_geometric_and_bounded():
+    sizes = [round_up(n, 1.25, 8) for n in (1, 9, 100, 1000, 12345)]
+    assert all(s % 8 == 0 for s in sizes)
+    for n, s in zip((1, 9, 100, 1000, 12345), sizes, strict=True):
+        assert n <= s <= max(8, 1.25 * n + 8)
+
+
+def test_padding_a_molecule_changes_nothing(shared_data_root):
+    model = small_model()
+    _check_padded(model, graph(read_molecule(shared_data_root, "3bpa")), stress=False)
+
+
+def test_padding_a_batch_changes_nothing(shared_data_root):
+    model = small_model()
+    molecules = [read_molecule(shared_data_root, name, 3) for name in ("acac", "ethanol", "3bpa")]
+    _check_padded(model, batch(molecules), stress=False, growth=2.0)
+
+
+def test_padding_a_periodic_cell_keeps_stress():
+    model = small_model()
+    _check_padded(model, batch([silicon_cell(0), silicon_cell(1)]), stress=True)
+
+
+def test_padding_gives_finite_parameter_gradients(shared_data_root):
+    """Padding edges are longer than the cutoff: no NaN reaches the weights in training."""
+    model = small_model()
+    inputs = graph(read_molecule(shared_data_root, "acac"))
+    bucket = bucket_for(*graph_sizes(inputs))
+    out = model(pad_graph(inputs, bucket, model.r_max, 1), compute_forces=True, training=True)
+    loss = out["energy"][:1].square().sum() + out["forces"].square().sum()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_graphed_potential_matches_eager(shared_data_root):
+    from macelab.speed.cuda_graphs import GraphedPotential
+
+    model = small_model().cuda().eval()
+    graphed = GraphedPotential(model)
+    atoms = read_molecule(shared_data_root, "3bpa")
+    for step in range(4):  # a short "trajectory": same bucket, replayed
+        atoms.positions += 0.01 * step
+        inputs = graph(atoms).to("cuda")
+        expected = _outputs(model, inputs, stress=False)
+        got = graphed(inputs)
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key], value, rtol=1e-10, atol=1e-10, msg=key)
+    assert graphed.num_graphs_captured == 1
+
+
+def _eager_loss(model, inputs, energy, forces, counts, w_e=1.0, w_f=10.0):
+    out = model(inputs, compute_forces=True, training=True)
+    e_term = (((out["energy"] - energy) / counts) ** 2).mean()
+    f_term = ((out["forces"] - forces) ** 2).mean()
+    return w_e * e_term + w_f * f_term
+
+
+def _labelled_batch(shared_data_root):
+    from macelab.speed.train_step import padded_targets  # noqa: F401
+
+    molecules = [read_molecule(shared_data_root, name, 5) for name in ("acac", "3bpa")]
+    inputs = batch(molecules)
+    energy = torch.tensor([m.get_potential_energy() for m in molecules], dtype=torch.float64)
+    forces = torch.cat([torch.as_tensor(m.get_forces()) for m in molecules])
+    counts = torch.tensor([len(m) for m in molecules], dtype=torch.float64)
+    return inputs, energy, forces, counts
+
+
+def test_padded_loss_and_gradients_equal_unpadded(shared_data_root):
+    from macelab.speed.train_step import padded_targets, weighted_mse
+
+    model = small_model()
+    inputs, energy, forces, counts = _labelled_batch(shared_data_root)
+    loss = _eager_loss(model, inputs, energy, forces, counts)
+    expected = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    bucket = bucket_for(*graph_sizes(inputs))
+    padded = pad_graph(inputs, bucket, model.r_max, 1)
+    out = model(padded, compute_forces=True, training=True)
+    padded_loss = weighted_mse(1.0, 10.0)(out, padded_targets(energy, forces, counts, bucket))
+    got = torch.autograd.grad(padded_loss, list(model.parameters()), allow_unused=True)
+    torch.testing.assert_close(padded_loss, loss, rtol=1e-12, atol=0.0)
+    for g, e in zip(got, expected, strict=True):
+        if e is None:
+            assert g is None or not bool(g.abs().any())
+        else:
+            torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_graphed_train_step_matches_eager(shared_data_root):
+    from macelab.speed.train_step import GraphedTrainStep, weighted_mse
+
+    model = small_model().cuda().train()
+    inputs, energy, forces, counts = (t.cuda() for t in _labelled_batch(shared_data_root))
+    loss = _eager_loss(model, inputs, energy, forces, counts)
+    expected = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    step = GraphedTrainStep(model, weighted_mse(1.0, 10.0))
+    for _ in range(3):  # replays give the same loss and gradients (weights unchanged)
+        got_loss = step(inputs, energy, forces, counts)
+        torch.testing.assert_close(got_loss, loss.detach(), rtol=1e-10, atol=0.0)
+        for p, e in zip(model.parameters(), expected, strict=True):
+            if e is not None:
+                torch.testing.assert_close(p.grad, e, rtol=1e-8, atol=1e-10)
+    assert step.num_graphs_captured == 1
