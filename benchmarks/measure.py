@@ -222,6 +222,8 @@ def guarded(ctx: Context, record: dict[str, Any], path: Path | None, body: Calla
             "%s %s: %s", record["workload"], path.name if path else "", traceback.format_exc()
         )
     finally:
+        if path is not None:
+            path.graphed = None  # captured CUDA graphs hold a memory pool: one record each
         cleanup(ctx.device)
         _log_outcome(record)
 

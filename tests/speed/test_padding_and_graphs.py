@@ -129,10 +129,11 @@ def test_graphed_train_step_matches_eager(shared_data_root):
     inputs, energy, forces, counts = (t.cuda() for t in _labelled_batch(shared_data_root))
     loss = _eager_loss(model, inputs, energy, forces, counts)
     expected = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
+    loss = loss.detach()  # no autograd graph may outlive its step into a capture
     step = GraphedTrainStep(model, weighted_mse(1.0, 10.0))
     for _ in range(3):  # replays give the same loss and gradients (weights unchanged)
         got_loss = step(inputs, energy, forces, counts)
-        torch.testing.assert_close(got_loss, loss.detach(), rtol=1e-10, atol=0.0)
+        torch.testing.assert_close(got_loss, loss, rtol=1e-10, atol=0.0)
         for p, e in zip(model.parameters(), expected, strict=True):
             if e is not None:
                 torch.testing.assert_close(p.grad, e, rtol=1e-8, atol=1e-10)

@@ -85,8 +85,11 @@ class GraphedTrainStep:
         context: a factory of the context the forward pass runs in (e.g. autocast).
         growth, warmup: as :class:`macelab.speed.cuda_graphs.GraphedPotential`.
 
-    Single device only (no DDP gradient hooks inside a graph). Gradients are the graph's
-    static tensors: ``optimizer.zero_grad()`` is unnecessary (each replay overwrites them).
+    Single device only (no DDP gradient hooks inside a graph). No autograd graph of an
+    earlier eager step may still be alive at the first call (drop or ``detach`` its loss):
+    its gradient-accumulation nodes belong to another stream and invalidate the capture.
+    Gradients are the graph's static tensors: ``optimizer.zero_grad()`` is unnecessary
+    (each replay overwrites them).
     """
 
     def __init__(
