@@ -42,6 +42,9 @@ class ElementTable(torch.nn.Module):
         lookup[torch.tensor(zs)] = torch.arange(len(zs))
         self.register_buffer("atomic_numbers", torch.tensor(zs, dtype=torch.int64))
         self.register_buffer("lookup", lookup, persistent=False)
+        # The check reads a flag from the device; tracers (make_fx) that cannot, turn it off
+        # after checking their inputs themselves.
+        self.check_inputs = True
 
     @property
     def num_elements(self) -> int:
@@ -64,7 +67,7 @@ class ElementTable(torch.nn.Module):
     def forward(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
         """``[n]`` atomic numbers -> ``[n]`` int64 indices into the element table."""
         index = self.lookup[atomic_numbers.clamp(0, MAX_ATOMIC_NUMBER)]
-        if _may_sync() and bool((index < 0).any()):
+        if self.check_inputs and _may_sync() and bool((index < 0).any()):
             self.check(atomic_numbers)
         return index
 

@@ -298,9 +298,8 @@ class MACE(torch.nn.Module):
         num_graphs: int,
     ) -> dict[str, torch.Tensor | None]:
         element_index = self.elements(atomic_numbers)  # [n]
-        node_attrs = torch.nn.functional.one_hot(element_index, self.elements.num_elements).to(
-            positions.dtype
-        )  # [n, n_elements]
+        elements = torch.arange(self.elements.num_elements, device=element_index.device)
+        node_attrs = (element_index[:, None] == elements).to(positions.dtype)  # [n, n_elements]
         vectors, lengths = self.edges(positions, edge_index, unit_shifts, cell, batch)
         edge_sh = self.spherical_harmonics(vectors)  # [n_edges, (max_ell+1)**2]
         edge_radial, envelope = self.radial(lengths)  # [n_edges, num_bessel], [n_edges, 1]
