@@ -10,7 +10,10 @@ Every other path is derived from it, so weights are identical everywhere:
   cuEquivariance kernels;
 * ``macelab+graphs``: the macelab model replayed from CUDA graphs (``macelab.speed``):
   inference through ``GraphedPotential``, training steps through ``GraphedTrainStep``
-  (inputs padded to shape buckets, padding included in the timing).
+  (inputs padded to shape buckets, padding included in the timing);
+* ``macelab+compiled``: inference only, ``CompiledPotential`` (the call traced through its
+  force backward by ``make_fx``, compiled by Inductor, replayed from CUDA graphs; compile
+  time is in ``setup_s`` of the first record only).
 
 A :class:`Path` runs ``(energy [n_graphs], forces [n_atoms, 3])`` on an inputs object that
 :meth:`Path.prepare` makes once per batch, so input conversion is never timed.
@@ -40,6 +43,7 @@ MACELAB = "macelab"
 MACE_TORCH = "mace-torch"
 MACE_CUEQ = "mace-torch+cueq"
 MACELAB_GRAPHS = "macelab+graphs"
+MACELAB_COMPILED = "macelab+compiled"
 GRAPHS_PRECISIONS = ("32", "bf16-mixed")
 
 
@@ -174,6 +178,11 @@ class Path:
         if self.implementation == MACELAB_GRAPHS and not training and model is None:
             out = self.graphed_potential()(inputs)
             return out["energy"], out["forces"]
+        if self.implementation == MACELAB_COMPILED:
+            if training or model is not None:
+                raise NotImplementedError("macelab+compiled is an inference path")
+            out = self.graphed_potential()(inputs)
+            return out["energy"], out["forces"]
         model = model if model is not None else self.ensure_model()
         with self.spec.active(_device_type(inputs)):
             if self.implementation in (MACELAB, MACELAB_GRAPHS):
@@ -204,7 +213,11 @@ class Path:
 
     def graphed_potential(self) -> Any:
         """The CUDA-graph potential of this path's model (built on first use)."""
-        if self.graphed is None:
+        if self.graphed is None and self.implementation == MACELAB_COMPILED:
+            from macelab.speed.compiled import CompiledPotential
+
+            self.graphed = CompiledPotential(self.ensure_model(), context=self.graph_context())
+        elif self.graphed is None:
             from macelab.speed.cuda_graphs import GraphedPotential
 
             self.graphed = GraphedPotential(self.ensure_model(), context=self.graph_context())
@@ -279,13 +292,14 @@ def make_paths(
     graphs_missing = macelab_missing
     if graphs_missing is None and device.type != "cuda":
         graphs_missing = "CUDA graphs need a CUDA device"
-    for name in GRAPHS_PRECISIONS:
-        p = precision(name)
+    for implementation in (MACELAB_GRAPHS, MACELAB_COMPILED):
+        for name in GRAPHS_PRECISIONS:
+            p = precision(name)
 
-        def build_graphed(p: PrecisionSpec = p) -> torch.nn.Module:
-            return copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
+            def build_graphed(p: PrecisionSpec = p) -> torch.nn.Module:
+                return copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
 
-        paths.append(Path(MACELAB_GRAPHS, p, build_graphed, graphs_missing))
+            paths.append(Path(implementation, p, build_graphed, graphs_missing))
     for name in ("64", "32"):
         p = precision(name)
 

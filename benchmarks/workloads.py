@@ -30,7 +30,7 @@ import torch
 from torch_geometric.data import Batch
 
 from benchmarks import flops as flop_count
-from benchmarks.implementations import MACELAB_GRAPHS, Path
+from benchmarks.implementations import MACELAB_COMPILED, MACELAB_GRAPHS, Path
 from benchmarks.measure import (
     Context,
     Reference,
@@ -190,6 +190,9 @@ def train_step(ctx: Context, batch_size: int) -> None:
         record = new_record("train_step", "", "", system, ctx.common)
 
         def body(path: Path = path, record: dict = record) -> None:
+            if path.implementation == MACELAB_COMPILED:
+                record["skipped"] = "inference path (CompiledPotential has frozen weights)"
+                return
             inputs = [path.prepare(b) for b in batches]
             energy, forces = path.forward(inputs[0], training=True)
             record["correctness"] = check(path, energy, forces, ref(), system["label"])
