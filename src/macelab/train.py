@@ -29,9 +29,11 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     from hydra.utils import instantiate
 
     from macelab.precision import apply_precision, default_dtype, parameter_dtype
+    from macelab.sweeps.launching import hydra_ddp_job
     from macelab.training.checkpoint import check_compatible
     from macelab.training.module import MACELightningModule
     from macelab.training.results import paper_results, write_results
+    from macelab.training.scaling import scale_training, silence_synced_metric_warnings
 
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
@@ -40,6 +42,19 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=trainer_precision
+    )
+    # Under DDP the global batch is data.batch_size x world size; the learning rate follows
+    # training.optimizer.lr_scaling (see macelab.training.scaling).
+    training, scaling = scale_training(
+        to_dict(cfg.training), trainer.world_size, int(cfg.data.batch_size)
+    )
+    if trainer.world_size > 1:
+        silence_synced_metric_warnings()
     # Build the model in the dtype its weights are kept in, so that a checkpoint's float64
     # weights are never rounded through float32 on the way back in.
     with default_dtype(parameter_dtype(cfg.precision)):
@@ -48,29 +63,27 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             statistics=datamodule.statistics.to_dict(),
             test_set_names=list(datamodule.test_set_names),
             run_config=to_dict(cfg),
-            **to_dict(cfg.training),
+            **training,
         )
     num_parameters = sum(p.numel() for p in module.model.parameters())
     log.info("%s", datamodule.summary())
     log.info("model: %s parameters", f"{num_parameters:,}")
-
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=trainer_precision
-    )
+    log.info("scaling: %s", scaling)
     for logger in loggers:
-        logger.log_hyperparams({**to_dict(cfg), "num_parameters": num_parameters})
+        logger.log_hyperparams(
+            {**to_dict(cfg), "num_parameters": num_parameters, "scaling": scaling}
+        )
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     if ckpt_path is not None:
         check_compatible(ckpt_path, to_dict(cfg.model))
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    train_seconds = time.perf_counter() - started
+    with hydra_ddp_job(output_dir):  # DDP ranks of a multirun job re-run this job only
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        train_seconds = time.perf_counter() - started
 
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
     results = module.test_results
     if trainer.is_global_zero:
         paper = paper_results(cfg.get("benchmark"))
@@ -82,6 +95,7 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             "epochs": trainer.current_epoch,
             "best_checkpoint": best,
             "skipped_steps": module.skipped_steps,
+            **scaling,
         }
         (output_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
         print(table)

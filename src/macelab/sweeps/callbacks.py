@@ -3,6 +3,9 @@
 Hydra runs the remaining jobs of a multirun when one fails but then never calls
 ``on_multirun_end``, so the summary is rebuilt after every job: it always lists every job
 that has ended, failures included.
+
+Under DDP every rank runs the Hydra job; only rank 0 writes (see
+:func:`macelab.sweeps.launching.process_rank`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from macelab.sweeps.launching import process_rank
 from macelab.sweeps.summary import STATUS_FILE, write_summary
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,8 @@ class SweepSummaryCallback(Callback):
     """Write ``job_status.json`` per job; in a multirun, refresh ``summary.csv/md``."""
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if process_rank() != 0:
+            return
         output_dir = Path(config.hydra.runtime.output_dir)
         status: dict[str, Any] = {"status": job_return.status.name}
         if job_return.status == JobStatus.FAILED:
@@ -37,7 +43,8 @@ class SweepSummaryCallback(Callback):
             self._refresh(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._refresh(config)
+        if process_rank() == 0:
+            self._refresh(config)
 
     @staticmethod
     def _refresh(config: DictConfig) -> None:

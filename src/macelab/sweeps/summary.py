@@ -49,10 +49,14 @@ def _overrides(job: Path) -> dict[str, str]:
     return result
 
 
-def collect_rows(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """The rows of the summary and the override keys that vary across runs."""
+def collect_rows(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """The rows of the summary, the override keys that vary across runs, the metric columns.
+
+    Metric columns are ``<test set>/<metric>`` from the runs' ``results.json``; override keys
+    may hold a slash too (config groups such as ``model/size``), so the two are kept apart.
+    """
     sweep_dir = Path(sweep_dir)
-    rows, all_overrides = [], []
+    rows, all_overrides, metric_keys = [], [], set()
     for job in job_folders(sweep_dir):
         overrides = _overrides(job)
         all_overrides.append(overrides)
@@ -66,23 +70,22 @@ def collect_rows(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]
         for test_set, metrics in _read_json(job / "results.json").items():
             for metric, value in metrics.items():
                 row[f"{test_set}/{metric}"] = value
+                metric_keys.add(f"{test_set}/{metric}")
         rows.append(row)
     keys = sorted({k for o in all_overrides for k in o})
     varying = [k for k in keys if len({o.get(k) for o in all_overrides}) > 1]
-    return rows, varying
+    return rows, varying, sorted(metric_keys)
 
 
 def write_summary(sweep_dir: str | Path) -> tuple[Path, Path]:
     """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir`` (atomically)."""
     sweep_dir = Path(sweep_dir)
-    rows, varying = collect_rows(sweep_dir)
-    fixed = ["run", *varying, "status"]
-    metric_keys = sorted({k for r in rows for k in r if "/" in k})
-    columns = [*fixed, *metric_keys, "train_seconds", "num_parameters", "error"]
+    rows, varying, metric_keys = collect_rows(sweep_dir)
+    columns = ["run", *varying, "status", *metric_keys, "train_seconds", "num_parameters", "error"]
     csv_path = sweep_dir / "summary.csv"
     md_path = sweep_dir / "summary.md"
     _atomic_write(csv_path, _to_csv(rows, columns))
-    _atomic_write(md_path, _to_markdown(rows, [*fixed, *metric_keys, "train_seconds", "error"]))
+    _atomic_write(md_path, _to_markdown(rows, columns))
     return csv_path, md_path
 
 
