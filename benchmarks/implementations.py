@@ -161,7 +161,7 @@ class Path:
 
     def prepare(self, batch: Batch) -> Any:
         """The inputs this path's model takes, made once per batch (not timed)."""
-        if self.implementation in (MACELAB, MACELAB_GRAPHS):
+        if self.implementation in (MACELAB, MACELAB_GRAPHS, MACELAB_COMPILED):
             # The graph's float64 fields cast to the model's dtype once here, as mace-torch's
             # inputs are below, so that neither implementation pays for the cast per call.
             inputs = batch.clone()
@@ -185,7 +185,7 @@ class Path:
             return out["energy"], out["forces"]
         model = model if model is not None else self.ensure_model()
         with self.spec.active(_device_type(inputs)):
-            if self.implementation in (MACELAB, MACELAB_GRAPHS):
+            if self.implementation in (MACELAB, MACELAB_GRAPHS, MACELAB_COMPILED):
                 out = model(inputs, compute_forces=True, compute_stress=False, training=training)
             else:
                 out = model(dict(inputs), training=training, compute_force=True)
