@@ -145,17 +145,18 @@ def training(
     ]
     graphed = None
     if path.implementation == MACELAB_GRAPHS:
-        from macelab.speed.train_step import GraphedTrainStep, weighted_mse
+        from macelab.speed.train_step import GraphedTrainStep
+        from macelab.training.loss import EnergyForcesLoss, LossWeights
 
-        loss = weighted_mse(ENERGY_WEIGHT, FORCES_WEIGHT)
-        graphed = GraphedTrainStep(model.train(), loss, context=path.graph_context())
-        dtype = path.spec.param_dtype
-        labels = [tuple(t.to(dtype) for t in label) for label in labels]
+        # The same loss as loss_fn below, on label masks so that padding does not count.
+        loss = EnergyForcesLoss(LossWeights(energy=ENERGY_WEIGHT, forces=FORCES_WEIGHT))
+        graphed = GraphedTrainStep(model.train(), loss)
 
     def step(k: int) -> None:
         i = k % len(inputs)
         if graphed is not None:
-            graphed(inputs[i], *labels[i])
+            with path.graph_context()():
+                graphed(inputs[i])
             optimizer.step()
             return
         optimizer.zero_grad(set_to_none=True)

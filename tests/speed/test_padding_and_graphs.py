@@ -82,35 +82,31 @@ def test_graphed_potential_matches_eager(shared_data_root):
     assert graphed.num_graphs_captured == 1
 
 
-def _eager_loss(model, inputs, energy, forces, counts, w_e=1.0, w_f=10.0):
-    out = model(inputs, compute_forces=True, training=True)
-    e_term = (((out["energy"] - energy) / counts) ** 2).mean()
-    f_term = ((out["forces"] - forces) ** 2).mean()
-    return w_e * e_term + w_f * f_term
-
-
 def _labelled_batch(shared_data_root):
-    from macelab.speed.train_step import padded_targets  # noqa: F401
-
+    """Two molecules of two data sets, with their reference energies and forces."""
     molecules = [read_molecule(shared_data_root, name, 5) for name in ("acac", "3bpa")]
-    inputs = batch(molecules)
-    energy = torch.tensor([m.get_potential_energy() for m in molecules], dtype=torch.float64)
-    forces = torch.cat([torch.as_tensor(m.get_forces()) for m in molecules])
-    counts = torch.tensor([len(m) for m in molecules], dtype=torch.float64)
-    return inputs, energy, forces, counts
+    return batch(molecules)
+
+
+def _loss():
+    from macelab.training.loss import EnergyForcesLoss, LossWeights
+
+    return EnergyForcesLoss(LossWeights(energy=1.0, forces=10.0))
 
 
 def test_padded_loss_and_gradients_equal_unpadded(shared_data_root):
-    from macelab.speed.train_step import padded_targets, weighted_mse
+    """The training loss on a padded batch (padding graph without labels) and its gradients
+    with respect to every weight equal those of the batch itself."""
+    from macelab.speed.padding import PaddedBatch, pad_labels
 
-    model = small_model()
-    inputs, energy, forces, counts = _labelled_batch(shared_data_root)
-    loss = _eager_loss(model, inputs, energy, forces, counts)
+    model, loss_fn = small_model(), _loss()
+    inputs = _labelled_batch(shared_data_root)
+    loss = loss_fn(model(inputs, compute_forces=True, training=True), inputs)["loss"]
     expected = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
     bucket = bucket_for(*graph_sizes(inputs))
-    padded = pad_graph(inputs, bucket, model.r_max, 1)
-    out = model(padded, compute_forces=True, training=True)
-    padded_loss = weighted_mse(1.0, 10.0)(out, padded_targets(energy, forces, counts, bucket))
+    padded = PaddedBatch(pad_graph(inputs, bucket, model.r_max, 1))
+    padded.update(pad_labels(inputs, bucket))
+    padded_loss = loss_fn(model(padded, compute_forces=True, training=True), padded)["loss"]
     got = torch.autograd.grad(padded_loss, list(model.parameters()), allow_unused=True)
     torch.testing.assert_close(padded_loss, loss, rtol=1e-12, atol=0.0)
     for g, e in zip(got, expected, strict=True):
@@ -123,17 +119,18 @@ def test_padded_loss_and_gradients_equal_unpadded(shared_data_root):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_graphed_train_step_matches_eager(shared_data_root):
-    from macelab.speed.train_step import GraphedTrainStep, weighted_mse
+    from macelab.speed.train_step import GraphedTrainStep
 
-    model = small_model().cuda().train()
-    inputs, energy, forces, counts = (t.cuda() for t in _labelled_batch(shared_data_root))
-    loss = _eager_loss(model, inputs, energy, forces, counts)
+    model, loss_fn = small_model().cuda().train(), _loss()
+    inputs = _labelled_batch(shared_data_root).to("cuda")
+    loss = loss_fn(model(inputs, compute_forces=True, training=True), inputs)["loss"]
     expected = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
     loss = loss.detach()  # no autograd graph may outlive its step into a capture
-    step = GraphedTrainStep(model, weighted_mse(1.0, 10.0))
+    step = GraphedTrainStep(model, loss_fn)
     for _ in range(3):  # replays give the same loss and gradients (weights unchanged)
-        got_loss = step(inputs, energy, forces, counts)
-        torch.testing.assert_close(got_loss, loss, rtol=1e-10, atol=0.0)
+        terms, output = step(inputs)
+        torch.testing.assert_close(terms["loss"], loss, rtol=1e-10, atol=0.0)
+        assert output["forces"].shape == inputs.forces.shape
         for p, e in zip(model.parameters(), expected, strict=True):
             if e is not None:
                 torch.testing.assert_close(p.grad, e, rtol=1e-8, atol=1e-10)

@@ -136,3 +136,14 @@ def test_no_checkpoint_is_written_from_non_finite_weights():
         next(module.model.parameters()).fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match="refusing to write a checkpoint"):
         module.on_save_checkpoint({"state_dict": {}})
+
+
+def test_cuda_graphs_without_a_gpu_is_a_clear_error(tmp_path):
+    """training.cuda_graphs=true on the CPU: one paragraph saying what to change, exit 2."""
+    result = _run(
+        ["training.cuda_graphs=true", "model/size=tiny", "debug=fdr", "trainer.accelerator=cpu"],
+        tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "training.cuda_graphs=false" in result.stderr

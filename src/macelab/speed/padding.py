@@ -118,6 +118,39 @@ def pad_graph(graph: Any, bucket: Bucket, r_max: float, padding_number: int) -> 
     }
 
 
+LABEL_KEYS = ("energy", "forces", "stress", "has_energy", "has_forces", "has_stress", "weight")
+
+
+class PaddedBatch(dict):
+    """A padded batch: a mapping the model takes, whose fields are also attributes (as on
+    a torch-geometric batch), so the training loss reads it unchanged."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError as exc:
+            raise AttributeError(key) from exc
+
+
+def pad_labels(graph: Any, bucket: Bucket) -> dict[str, torch.Tensor]:
+    """The training labels of ``graph`` padded to ``bucket``: the padding graph has no
+    energy, forces or stress labels (``has_* = False``) and weight 0, so masked losses and
+    their gradients equal those of the unpadded batch."""
+    get = graph.get if isinstance(graph, dict) else lambda key: getattr(graph, key, None)
+    n_atoms, _, n_graphs = graph_sizes(graph)
+    extra_graphs, extra_atoms = bucket.graphs - n_graphs, bucket.atoms - n_atoms
+    padded: dict[str, torch.Tensor] = {}
+    for key in LABEL_KEYS:
+        value = get(key)
+        if value is None:
+            continue
+        value = value.reshape(n_graphs, 3, 3) if key == "stress" else value
+        extra = extra_atoms if key == "forces" else extra_graphs
+        padding = value.new_zeros((extra, *value.shape[1:]))
+        padded[key] = torch.cat([value, padding])
+    return padded
+
+
 def _ptr(graph: Any, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
     """The graph's ``ptr`` (first atom of each graph, then the atom count)."""
     ptr = graph.get("ptr") if isinstance(graph, dict) else getattr(graph, "ptr", None)

@@ -101,6 +101,8 @@ class MACELightningModule(L.LightningModule):
         nonfinite: ``"stop"`` (raise, naming the step) or ``"skip"`` (skip and count the step).
         compute_stress: also predict stress (periodic data with stress labels).
         test_set_names: names of the test loaders, in order.
+        cuda_graphs: replay each training step (forward, forces, loss, backward) from a
+            CUDA graph per shape bucket (``macelab.speed.train_step``); one GPU only.
         run_config: the whole resolved run config, stored so that a checkpoint alone can be
             evaluated on the data it was trained for.
     """
@@ -118,6 +120,7 @@ class MACELightningModule(L.LightningModule):
         compute_stress: bool = False,
         test_set_names: list[str] | None = None,
         run_config: dict[str, Any] | None = None,
+        cuda_graphs: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -158,6 +161,8 @@ class MACELightningModule(L.LightningModule):
         self._pending_scheduler_state: dict[str, Any] | None = None
         self._validated_epoch = -1
         self._ema_backup: dict[str, Tensor] | None = None
+        self.cuda_graphs = bool(cuda_graphs)
+        self._graphed_step = None  # macelab.speed.train_step.GraphedTrainStep, built lazily
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, batch, training: bool = False) -> dict[str, Tensor | None]:
@@ -196,11 +201,41 @@ class MACELightningModule(L.LightningModule):
             weights.forces = self.base_weights.forces
             weights.stress = self.base_weights.stress
 
+    def _graphed(self):
+        """The CUDA-graph training step, checked against what it cannot do."""
+        if self._graphed_step is None:
+            from macelab.errors import ConfigError
+            from macelab.speed.train_step import GraphedTrainStep
+
+            problem = None
+            if self.device.type != "cuda":
+                problem = f"needs a CUDA GPU, but the model is on {self.device}"
+            elif self.trainer.world_size > 1:
+                problem = "runs on one device, but this run uses DDP"
+            elif str(self.trainer.precision).startswith("16"):
+                problem = "does not combine with fp16 loss scaling (16-mixed)"
+            if problem:
+                raise ConfigError(
+                    f"training.cuda_graphs=true {problem}; set training.cuda_graphs=false "
+                    "(or train on one GPU in 32, 64 or bf16-mixed)."
+                )
+            self._graphed_step = GraphedTrainStep(
+                self.model, self.loss_fn, compute_stress=self.compute_stress
+            )
+        return self._graphed_step
+
     def training_step(self, batch, batch_idx: int) -> Tensor | None:
         self.batches_done_in_epoch += 1
-        output = self(batch, training=True)
-        terms = self.loss_fn(output, batch)
-        loss = terms["loss"]
+        if self.cuda_graphs:
+            # Loss weights are constants of a capture: stage two captures its own graphs.
+            weights = tuple(asdict(self.loss_fn.weights).values())
+            terms, output = self._graphed()(batch, key=weights)
+            # The gradients are already in .grad; Lightning's backward is skipped (below).
+            loss = terms["loss"].requires_grad_()
+        else:
+            output = self(batch, training=True)
+            terms = self.loss_fn(output, batch)
+            loss = terms["loss"]
         if not torch.isfinite(loss):
             if self.nonfinite == "skip":
                 self.skipped_steps += 1
@@ -219,6 +254,14 @@ class MACELightningModule(L.LightningModule):
         self.log("train/loss_energy", terms["energy"].detach(), batch_size=size)
         self.log("train/loss_forces", terms["forces"].detach(), batch_size=size)
         return loss
+
+    def backward(self, loss: Tensor, *args, **kwargs) -> None:
+        if not self.cuda_graphs:  # graphed steps computed their gradients in the replay
+            super().backward(loss, *args, **kwargs)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer) -> None:
+        if not self.cuda_graphs:  # each replay overwrites the graph's gradient tensors
+            super().optimizer_zero_grad(epoch, batch_idx, optimizer)
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
