@@ -12,7 +12,6 @@ training uses. Stress is computed for fully periodic cells only.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,19 +24,7 @@ from torch_geometric.data import Batch
 from macelab.data.graph import atoms_to_graph
 from macelab.errors import ConfigError
 
-# Names of the precisions the calculator runs in (the precision issue adds more).
-PRECISIONS: dict[str, torch.dtype] = {"64": torch.float64, "32": torch.float32}
-
-
-def precision_dtype(precision: str | int) -> torch.dtype:
-    """The dtype of a precision name (``"64"``, ``"32"``); ConfigError for unknown names."""
-    name = str(precision)
-    if name not in PRECISIONS:
-        raise ConfigError(
-            f"unknown precision {precision!r} for MACECalculator; choose one of "
-            f"{', '.join(repr(p) for p in PRECISIONS)}."
-        )
-    return PRECISIONS[name]
+ACCELERATIONS = (None, "graphs", "compiled")
 
 
 class MACECalculator(Calculator):
@@ -46,7 +33,12 @@ class MACECalculator(Calculator):
     Args:
         model: the macelab model (it is copied; the original is left as it is).
         device: torch device to run on, e.g. ``"cpu"`` or ``"cuda"``.
-        precision: ``"64"`` (float64, the default) or ``"32"`` (float32).
+        precision: any precision name (``macelab.precision.precision_names()``): ``"64"``
+            (float64, the default), ``"32"``, ``"tf32"``, ``"bf16-mixed"``, ``"16-mixed"``
+            or a per-stage policy such as ``"policy_safe"``.
+        accelerate: ``None`` (plain calls), ``"graphs"`` (CUDA graphs, ~7x faster for small
+            molecules on an H100) or ``"compiled"`` (make_fx + Inductor + CUDA graphs, faster
+            still, but each new shape bucket compiles for about a minute); CUDA only.
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator`.
 
     Results: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress`` (eV/Å^3,
@@ -66,15 +58,48 @@ class MACECalculator(Calculator):
         model: torch.nn.Module,
         device: str | torch.device = "cpu",
         precision: str | int = "64",
+        accelerate: str | None = None,
         **kwargs: Any,
     ) -> None:
+        from macelab.precision.inference import for_inference
+
         super().__init__(**kwargs)
-        self.dtype = precision_dtype(precision)
         self.device = torch.device(device)
-        self.model = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
+        if accelerate not in ACCELERATIONS:
+            raise ConfigError(
+                f"unknown accelerate={accelerate!r} for MACECalculator; choose None, "
+                "'graphs' or 'compiled'."
+            )
+        if accelerate is not None and self.device.type != "cuda":
+            raise ConfigError(
+                f"accelerate={accelerate!r} needs a CUDA device, not {self.device}; use "
+                "accelerate=None on the CPU."
+            )
+        self.model, self.context = for_inference(model, str(precision), self.device)
+        self.dtype = self.model.dtype
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         self.r_max = float(self.model.r_max)
+        self.accelerate = accelerate
+        self._potentials: dict[bool, Any] = {}
+
+    def _potential(self, periodic: bool):
+        """The accelerated potential for molecules or periodic cells (built on first use)."""
+        if periodic not in self._potentials:
+            if self.accelerate == "graphs":
+                from macelab.speed.cuda_graphs import GraphedPotential
+
+                potential = GraphedPotential(
+                    self.model, compute_stress=periodic, context=self.context
+                )
+            else:
+                from macelab.speed.compiled import CompiledPotential
+
+                potential = CompiledPotential(
+                    self.model, compute_stress=periodic, context=self.context
+                )
+            self._potentials[periodic] = potential
+        return self._potentials[periodic]
 
     def calculate(
         self,
@@ -88,7 +113,11 @@ class MACECalculator(Calculator):
         graph = atoms_to_graph(atoms, self.r_max)
         batch = Batch.from_data_list([graph]).to(self.device)
         periodic = bool(np.all(atoms.pbc))
-        output = self.model(batch, compute_forces=True, compute_stress=periodic)
+        if self.accelerate is not None:
+            output = self._potential(periodic)(batch)
+        else:
+            with self.context():
+                output = self.model(batch, compute_forces=True, compute_stress=periodic)
         energy = float(output["energy"].detach().to(torch.float64).cpu()[0])
         self.results = {
             "energy": energy,

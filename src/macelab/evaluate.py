@@ -26,7 +26,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     from hydra.utils import instantiate
 
     from macelab.analysis.parity import save_parity_plots
-    from macelab.precision import apply_precision, default_dtype
+    from macelab.precision import apply_precision, default_dtype, trainer_precision_kwargs
     from macelab.training.checkpoint import read_checkpoint, stored_dtype
     from macelab.training.module import MACELightningModule
     from macelab.training.results import paper_results, write_results
@@ -73,7 +73,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=1,
-        precision=apply_precision(precision_cfg),
+        **trainer_precision_kwargs(apply_precision(precision_cfg, _device(cfg.accelerator))),
         logger=False,
         inference_mode=False,
         use_distributed_sampler=False,
@@ -103,3 +103,13 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     prepare_argv()
     main()
+
+
+def _device(accelerator: str) -> str:
+    """Where loss scaling of a policy would run (evaluation does not scale, but the plugin
+    needs a device type): ``cpu`` for accelerator=cpu, else ``cuda`` if present."""
+    import torch
+
+    if str(accelerator) == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    return "cuda"

@@ -26,9 +26,15 @@ log = logging.getLogger("macelab.train")
 def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """Fit and test as ``cfg`` says; return the test metrics per test set."""
     import lightning as L
+    import torch
     from hydra.utils import instantiate
 
-    from macelab.precision import apply_precision, default_dtype, parameter_dtype
+    from macelab.precision import (
+        apply_precision,
+        default_dtype,
+        parameter_dtype,
+        trainer_precision_kwargs,
+    )
     from macelab.sweeps.launching import hydra_ddp_job
     from macelab.training.checkpoint import check_compatible
     from macelab.training.module import MACELightningModule
@@ -37,7 +43,9 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    trainer_precision = apply_precision(cfg.precision)
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
+    trainer_precision = apply_precision(cfg.precision, "cpu" if on_cpu else "cuda")
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -46,7 +54,10 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, precision=trainer_precision
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        **trainer_precision_kwargs(trainer_precision),
     )
     # Under DDP the global batch is data.batch_size x world size; the learning rate follows
     # training.optimizer.lr_scaling (see macelab.training.scaling).

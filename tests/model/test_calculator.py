@@ -68,8 +68,13 @@ def test_float32_precision(shared_data_root, model):
 
 
 def test_unknown_precision_names_the_choices(model):
-    with pytest.raises(ConfigError, match="'64', '32'"):
+    with pytest.raises(ConfigError, match="64, 32, tf32, 16-mixed, bf16-mixed, policy_"):
         MACECalculator(model, precision="16")
+
+
+def test_accelerate_needs_cuda(model):
+    with pytest.raises(ConfigError, match="CUDA"):
+        MACECalculator(model, device="cpu", accelerate="graphs")
 
 
 def test_unknown_element_names_it_and_the_table(model):

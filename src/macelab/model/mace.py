@@ -314,7 +314,7 @@ class MACE(torch.nn.Module):
             node_feats = product(a, node_feats, node_attrs)  # h^(t+1)
             layer_energies.append(readout(node_feats))  # [n]
         node_interaction = self.scale_shift(torch.stack(layer_energies, dim=0).sum(dim=0))
-        node_energy = self.atomic_energies(element_index).to(node_interaction.dtype)
+        node_energy = self.atomic_energies(element_index)  # E0 in the model dtype, never lower
         node_energy = node_energy + node_interaction
         return {
             "energy": self.energy_sum(node_energy, batch, num_graphs),

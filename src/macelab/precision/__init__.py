@@ -12,12 +12,17 @@ name           Lightning ``precision``    meaning
 
 A precision config (``conf/precision/*.yaml``) has ``name``, ``trainer`` (Lightning's
 precision string) and ``matmul_precision`` (``torch.set_float32_matmul_precision``).
+
+Per-stage policies (``conf/precision/policy_*.yaml``) add a ``policy`` mapping (schema in
+:mod:`macelab.precision.policy`, design in docs/precision.md); they train with fp32 weights
+through :class:`macelab.precision.plugin.PolicyPrecision`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,13 +39,62 @@ TRAINER_PRECISION = {
 MATMUL_PRECISION = {"tf32": "high"}
 
 
+def policy_names() -> list[str]:
+    """The policies shipped in conf/precision (``policy_*.yaml``)."""
+    from macelab.config import CONFIG_DIR
+
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / "precision").glob("policy_*.yaml"))
+
+
 def precision_names() -> list[str]:
-    return list(TRAINER_PRECISION)
+    """Every precision name: the five named precisions, then the shipped policies."""
+    return [*TRAINER_PRECISION, *policy_names()]
 
 
-def apply_precision(cfg: Any) -> str:
-    """Set process-wide matmul precision for ``cfg`` and return Lightning's precision string."""
+def load_precision(name: str | Any) -> Any:
+    """The precision config called ``name`` (a mapping) from conf/precision; a mapping is
+    returned as is. ConfigError names the choices."""
+    if hasattr(name, "get"):
+        return name
+    from omegaconf import OmegaConf
+
+    from macelab.config import CONFIG_DIR
+
+    path = Path(CONFIG_DIR) / "precision" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown precision {name!r}; choose one of {', '.join(precision_names())}."
+        )
+    return OmegaConf.load(path)
+
+
+def policy_of(cfg: Any):
+    """The :class:`~macelab.precision.policy.Policy` of a precision config, or None."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from macelab.precision.policy import Policy
+
+    policy = cfg.get("policy") if hasattr(cfg, "get") else None
+    if policy is None:
+        return None
+    if isinstance(policy, DictConfig):
+        policy = OmegaConf.to_container(policy, resolve=True)
+    return Policy.from_config(str(cfg.get("name")), policy)
+
+
+def apply_precision(cfg: Any, device: str | None = None) -> Any:
+    """Set process-wide matmul precision for ``cfg`` and return what the Trainer takes:
+    Lightning's precision string, or a :class:`~macelab.precision.plugin.PolicyPrecision`
+    for a per-stage policy (``device``: where loss scaling runs, default: cuda if present).
+    """
     name = str(cfg.get("name") if hasattr(cfg, "get") else cfg)
+    policy = policy_of(cfg)
+    if policy is not None:
+        from macelab.precision.plugin import PolicyPrecision
+
+        torch.set_float32_matmul_precision(str(cfg.get("matmul_precision") or "highest"))
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return PolicyPrecision(policy, device)
     if name not in TRAINER_PRECISION:
         raise ConfigError(
             f"unknown precision {name!r}; choose one of {', '.join(precision_names())} "
@@ -52,6 +106,13 @@ def apply_precision(cfg: Any) -> str:
     torch.set_float32_matmul_precision(matmul)
     trainer = cfg.get("trainer") if hasattr(cfg, "get") else None
     return str(trainer or TRAINER_PRECISION[name])
+
+
+def trainer_precision_kwargs(precision: Any) -> dict[str, Any]:
+    """What ``apply_precision`` returned, as Trainer keyword arguments."""
+    if isinstance(precision, str):
+        return {"precision": precision}
+    return {"plugins": [precision]}
 
 
 def parameter_dtype(cfg: Any) -> torch.dtype:
