@@ -280,7 +280,13 @@ def make_paths(
     for p in described:
 
         def build(p: PrecisionSpec = p) -> torch.nn.Module:
-            return copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
+            model = copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
+            if p.policy is not None:
+                from macelab.precision import load_precision, policy_of
+                from macelab.precision.policy import apply_policy
+
+                apply_policy(model, policy_of(load_precision(p.policy)))
+            return model
 
         paths.append(Path(MACELAB, p, build, macelab_missing))
     for name in unknown:

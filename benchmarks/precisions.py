@@ -12,8 +12,9 @@ explains the choice):
   correlation-3 product to ~1e-6..1e-5; 1e-4 leaves a margin of ten.
 * ``tf32``: 1e-2. TensorFloat-32 matmuls round operands to 10 mantissa bits (~5e-4 each,
   METHOD.md measures ~3e-4 for one product); chained products of features compound this.
-* ``16-mixed``, ``bf16-mixed``: 5e-2. Autocast rounds matmul operands to 10 (fp16) or 7 (bf16)
-  mantissa bits (1e-3..1e-2 per product); forces come from a backward pass through them.
+* ``16-mixed``, ``bf16-mixed`` and the ``policy_*`` entries: 5e-2. Autocast rounds matmul
+  operands to 10 (fp16) or 7 (bf16) mantissa bits (1e-3..1e-2 per product); forces come
+  from a backward pass through them.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class PrecisionSpec:
     grad_scaler: bool
     bound: float
     ceiling: str
+    policy: str | None = None
 
     @contextlib.contextmanager
     def active(self, device_type: str) -> Iterator[None]:
@@ -68,6 +70,20 @@ PRECISIONS: list[PrecisionSpec] = [
     PrecisionSpec("tf32", torch.float32, "high", None, False, 1e-2, "tf32"),
     PrecisionSpec("16-mixed", torch.float32, "highest", torch.float16, True, 5e-2, "fp16"),
     PrecisionSpec("bf16-mixed", torch.float32, "highest", torch.bfloat16, False, 5e-2, "bf16"),
+    # Per-stage policies (conf/precision/policy_*.yaml): fp32 weights, the stages set their
+    # own dtypes (no global autocast); bounds as bf16-mixed (fp16-mixed for the fp16 one).
+    *(
+        PrecisionSpec(name, torch.float32, "highest", None, False, 5e-2, "bf16", policy=name)
+        for name in (
+            "policy_safe",
+            "policy_aggressive",
+            "policy_layerwise",
+            "policy_layerwise_reverse",
+        )
+    ),
+    PrecisionSpec(
+        "policy_safe_fp16", torch.float32, "highest", None, True, 5e-2, "fp16", "policy_safe_fp16"
+    ),
 ]
 
 

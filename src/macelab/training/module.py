@@ -267,6 +267,10 @@ class MACELightningModule(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update(self.model)
+        # fp16 policies: steps the loss scaler skipped for non-finite gradients.
+        scaler_skips = getattr(self.trainer.precision_plugin, "skipped_steps", None)
+        if scaler_skips is not None:
+            self.log("train/scaler_skipped_steps", float(scaler_skips), batch_size=1)
 
     def on_train_epoch_end(self) -> None:
         self._log_metrics("train", self.train_metrics.compute())

@@ -1,0 +1,207 @@
+"""Precision policies: parsing and validation, stage dtypes, constants kept in fp32,
+equivariance per precision within stated bounds, fp16 loss scaling, training and
+evaluation end to end with every precision name, and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from macelab.errors import ConfigError
+from macelab.precision import load_precision, policy_names, policy_of, precision_names
+from macelab.precision.inference import for_inference
+from macelab.precision.policy import Policy
+from macelab.precision_report import measure, random_model
+from tests.model.helpers import batch, silicon_cell
+from tests.training.conftest import TINY, compose_config  # noqa: F401 (fixture)
+
+POLICIES = ["policy_safe", "policy_aggressive", "policy_layerwise", "policy_layerwise_reverse"]
+
+# Stated bounds on the relative force equivariance error (max over structures and O(3)
+# transforms, tiny random model): float64 at rounding level, float32 below 1e-5; a bf16
+# stage rounds to 8 significant bits (4e-3 relative per operation), fp16 to 11 bits.
+BOUNDS = {"64": 1e-12, "32": 1e-5, "tf32": 1e-5, "16-mixed": 0.05, "bf16-mixed": 0.5}
+LOW_BOUND = 0.5  # every policy
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model("tiny")
+
+
+def test_shipped_policies_are_listed():
+    assert set(POLICIES) <= set(policy_names())
+    assert precision_names()[:5] == ["64", "32", "tf32", "16-mixed", "bf16-mixed"]
+
+
+def test_policy_safe_gives_each_stage_its_dtype(model):
+    runner, context = for_inference(model, "policy_safe")
+    seen: dict[str, torch.dtype] = {}
+    for name in (
+        "edges",
+        "spherical_harmonics",
+        "interactions.0.tensor_product",
+        "interactions.0.aggregation",
+        "products.1.contraction",
+        "energy_sum",
+    ):
+        module = runner.get_submodule(name)
+        module.register_forward_hook(
+            lambda m, i, o, name=name: seen.__setitem__(
+                name, (o[0] if isinstance(o, tuple) else o).dtype
+            )
+        )
+    with context():
+        runner(batch([silicon_cell(0)]), compute_forces=True)
+    assert seen["edges"] == torch.float32
+    assert seen["spherical_harmonics"] == torch.float32
+    assert seen["interactions.0.tensor_product"] == torch.bfloat16
+    assert seen["interactions.0.aggregation"] == torch.bfloat16  # summed in fp32, cast back
+    assert seen["products.1.contraction"] == torch.bfloat16
+    assert seen["energy_sum"] == torch.float32
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_constants_and_weights_stay_fp32(model, name):
+    runner, context = for_inference(model, name)
+    with context():
+        runner(batch([silicon_cell(0)]), compute_forces=True)
+    for key, value in runner.state_dict().items():
+        if value.is_floating_point():
+            assert value.dtype == torch.float32, key
+    contraction = runner.get_submodule("products.0.contraction")
+    assert any(b.dtype == torch.float32 for b in contraction.buffers())  # the CG/U constants
+
+
+def test_most_specific_pattern_wins(model):
+    policy = Policy.from_config(
+        "p",
+        {
+            "default": "fp32",
+            "stages": {
+                "interactions.*": "bf16",
+                "interactions.0.*": "fp16",
+                "interactions.0.linear": "fp64",
+            },
+        },
+    )
+    resolved = policy.resolve(model)
+    assert resolved["interactions.1.linear_up"].compute == torch.bfloat16
+    assert resolved["interactions.0.linear_up"].compute == torch.float16
+    assert resolved["interactions.0.linear"].compute == torch.float64
+    assert resolved["edges"].compute == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"stages": {"interactons.*.tensor_product": "bf16"}}, "interactons"),
+        ({"stages": {"edges": "bf15"}}, "bf15"),
+        ({"stages": {"edges": {"compute": "fp32", "accumulate": "fp32"}}}, "accumulate"),
+        ({"default": "fp32", "layers": {}}, "layers"),
+    ],
+)
+def test_bad_policies_are_refused_naming_the_key(model, config, message):
+    with pytest.raises(ConfigError, match=message):
+        Policy.from_config("mine", config).resolve(model)
+
+
+@pytest.mark.slow
+def test_equivariance_within_bounds_for_every_precision(model):
+    results = measure(model, precision_names(), transforms=2, count=1, device="cpu")
+    for name, values in results.items():
+        bound = BOUNDS.get(name, LOW_BOUND)
+        assert values["forces_equivariance_max"] < bound, (name, values)
+        assert math.isfinite(values["forces_rmse_meV_per_A_max"])
+    assert results["64"]["forces_rmse_meV_per_A_max"] < 1e-9
+    assert results["32"]["interaction_energy_error_meV_per_atom_max"] < 1e-2
+    # fp32 geometry and sums: the safe policy is more accurate than bf16 everywhere
+    assert (
+        results["policy_safe"]["forces_rmse_meV_per_A_max"]
+        < results["policy_aggressive"]["forces_rmse_meV_per_A_max"]
+    )
+
+
+def test_fp16_loss_scaling_skips_and_counts_nonfinite_steps():
+    from macelab.precision.plugin import PolicyPrecision
+
+    plugin = PolicyPrecision(policy_of(load_precision("policy_safe_fp16")), "cpu")
+    assert plugin.scaler is not None
+    plugin._after_closure = lambda *args: None  # Lightning's hooks need a Trainer
+    layer = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    model = SimpleNamespace(automatic_optimization=True)
+
+    def closure(poison: bool):
+        optimizer.zero_grad()
+        loss = plugin.scaler.scale(layer(torch.ones(1, 2)).sum())
+        loss.backward()
+        if poison:
+            layer.weight.grad[0, 0] = float("inf")
+        return loss
+
+    before = layer.weight.detach().clone()
+    plugin.optimizer_step(optimizer, model, lambda: closure(True))
+    assert torch.equal(layer.weight, before) and plugin.skipped_steps == 1
+    plugin.optimizer_step(optimizer, model, lambda: closure(False))
+    assert not torch.equal(layer.weight, before) and plugin.skipped_steps == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [*POLICIES, "policy_safe_fp16", "bf16-mixed", "tf32"])
+def test_every_precision_trains_and_evaluates(compose_config, tmp_path, name):  # noqa: F811
+    from macelab.train import run_training
+
+    overrides = [o for o in TINY if not o.startswith("precision=")]
+    overrides += [f"precision={name}", "trainer.max_epochs=1", "trainer.limit_train_batches=3"]
+    cfg = compose_config("train", overrides)
+    run_training(cfg)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    for metrics in results.values():
+        for key, value in metrics.items():
+            if key.endswith("_meV") or key.endswith("_per_A"):
+                assert math.isfinite(value), (name, key)
+
+
+def test_calculator_accepts_every_name(model):
+    from macelab.calculator import MACECalculator
+
+    atoms = silicon_cell(0)
+    reference = None
+    for name in precision_names():
+        atoms.calc = MACECalculator(model, precision=name)
+        energy = atoms.get_potential_energy()
+        assert math.isfinite(energy) and atoms.get_forces().shape == (len(atoms), 3)
+        reference = energy if reference is None else reference
+        assert abs(energy - reference) < 1e-3 * len(atoms), name  # within 1 meV/atom of fp64
+
+
+@pytest.mark.slow
+def test_report_writes_its_files(tmp_path):
+    from macelab.precision_report import main
+
+    out = tmp_path / "report"
+    argv = [
+        "--out",
+        str(out),
+        "--size",
+        "tiny",
+        "--structures",
+        "1",
+        "--transforms",
+        "1",
+        "--precisions",
+        "64,32,policy_safe",
+        "--device",
+        "cpu",
+    ]
+    assert main(argv) == 0
+    report = json.loads((out / "precision_report.json").read_text())
+    assert set(report["results"]) == {"64", "32", "policy_safe"}
+    assert "random weights" in report["weights"]
+    assert (out / "precision_report.png").stat().st_size > 10_000
+    assert "policy_safe" in (out / "precision_report.md").read_text()
