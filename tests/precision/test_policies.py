@@ -151,20 +151,55 @@ def test_fp16_loss_scaling_skips_and_counts_nonfinite_steps():
     assert not torch.equal(layer.weight, before) and plugin.skipped_steps == 1
 
 
+# Training precision -> the precision its checkpoint is evaluated in (default: the same);
+# an fp64 checkpoint under a policy checks that the plugin casts to fp32 master weights.
+EVALUATE_WITH = {"64": "policy_safe", "32": "bf16-mixed"}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [*POLICIES, "policy_safe_fp16", "bf16-mixed", "tf32"])
+@pytest.mark.parametrize(
+    "name", [*POLICIES, "policy_safe_fp16", "64", "32", "tf32", "16-mixed", "bf16-mixed"]
+)
 def test_every_precision_trains_and_evaluates(compose_config, tmp_path, name):  # noqa: F811
+    from macelab.evaluate import run_evaluation
     from macelab.train import run_training
 
     overrides = [o for o in TINY if not o.startswith("precision=")]
-    overrides += [f"precision={name}", "trainer.max_epochs=1", "trainer.limit_train_batches=3"]
+    overrides += [f"precision='{name}'", "trainer.max_epochs=1", "trainer.limit_train_batches=3"]
     cfg = compose_config("train", overrides)
     run_training(cfg)
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
-    for metrics in results.values():
-        for key, value in metrics.items():
-            if key.endswith("_meV") or key.endswith("_per_A"):
-                assert math.isfinite(value), (name, key)
+    run_dir = tmp_path / "run"
+    trained = json.loads((run_dir / "results.json").read_text())
+    evaluate_with = EVALUATE_WITH.get(name, name)
+    eval_cfg = compose_config(
+        "evaluate",
+        [
+            f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+            f"precision='{evaluate_with}'",
+            "limit_test_batches=1",
+            "plots=false",
+            "accelerator=cpu",
+        ],
+        output_dir=tmp_path / "eval",
+    )
+    evaluated = run_evaluation(eval_cfg)
+    for results in (trained, evaluated):
+        assert results
+        for metrics in results.values():
+            for key, value in metrics.items():
+                if key.endswith("_meV") or key.endswith("_per_A"):
+                    assert math.isfinite(value), (name, key)
+
+
+def test_nonfinite_policy_energy_is_a_clear_error(model):
+    from macelab.precision.policy import NonFiniteEnergyError
+
+    runner, context = for_inference(model, "policy_safe_fp16")
+    with torch.no_grad():
+        for parameter in runner.get_submodule("readouts.1").parameters():
+            parameter.mul_(1e4)  # the fp16 readout overflows (fp16 ends at 65504)
+    with pytest.raises(NonFiniteEnergyError, match="policy_safe_fp16"), context():
+        runner(batch([silicon_cell(0)]), compute_forces=True)
 
 
 def test_calculator_accepts_every_name(model):

@@ -37,6 +37,8 @@ class PolicyPrecision(MixedPrecision):
         self.resolved: dict[str, Any] = {}
 
     def convert_module(self, module: torch.nn.Module) -> torch.nn.Module:
+        # fp32 master weights (an fp64 checkpoint evaluated under a policy is cast down)
+        module = module.to(torch.float32)
         model = getattr(module, "model", module)
         self.resolved = apply_policy(model, self.policy)
         return module

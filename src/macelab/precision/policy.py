@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from macelab.errors import ConfigError
+from macelab.errors import ConfigError, MacelabError
 
 DTYPES = {
     "fp64": torch.float64,
@@ -163,8 +163,36 @@ def _cast(value: Any, dtype: torch.dtype) -> Any:
     return value
 
 
-def _wrap(module: torch.nn.Module, precision: StagePrecision) -> None:
-    """Replace ``module.forward`` by one that runs in ``precision`` (idempotent)."""
+class NonFiniteEnergyError(MacelabError):
+    """A policy's energies are not finite (a low-precision stage overflowed)."""
+
+
+def _capturing() -> bool:
+    """True while a graph is captured or traced (no data-dependent check may run there)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return True
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        return True
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+    return get_proxy_mode() is not None
+
+
+def _check_finite(energy: Any, policy: str) -> None:
+    """Raise NonFiniteEnergyError when an inference energy is inf or nan (in training the
+    loss check of the LightningModule reports it, and nonfinite=skip may skip the step)."""
+    if isinstance(energy, torch.Tensor) and not _capturing() and not torch.isfinite(energy).all():
+        raise NonFiniteEnergyError(
+            f"precision policy {policy!r} produced non-finite energies: a stage in bf16/fp16 "
+            "overflowed or lost its range (fp16 holds values below 65504 only). Evaluate with "
+            "a higher precision (precision=32 or 64) or give the failing stages fp32 in the "
+            "policy (e.g. the aggregation accumulate dtype or the readouts)."
+        )
+
+
+def _wrap(module: torch.nn.Module, precision: StagePrecision, check: str | None = None) -> None:
+    """Replace ``module.forward`` by one that runs in ``precision`` (idempotent); with
+    ``check`` (the policy's name), outside training, non-finite outputs raise."""
     forward = getattr(module, "_macelab_unwrapped_forward", None) or module.forward
     entry = precision.accumulate or precision.compute
 
@@ -181,6 +209,8 @@ def _wrap(module: torch.nn.Module, precision: StagePrecision) -> None:
             context = nullcontext()
         with context:
             output = forward(*args, **kwargs)
+        if check is not None and not module.training:
+            _check_finite(output, check)
         return _cast(output, precision.compute) if precision.accumulate else output
 
     module._macelab_unwrapped_forward = forward
@@ -196,7 +226,8 @@ def apply_policy(model: torch.nn.Module, policy: Policy) -> dict[str, StagePreci
     """
     resolved = policy.resolve(model)
     for stage, precision in resolved.items():
-        _wrap(model.get_submodule(stage), precision)
+        check = policy.name if stage == "energy_sum" else None
+        _wrap(model.get_submodule(stage), precision, check)
     return resolved
 
 
