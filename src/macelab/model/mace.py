@@ -227,6 +227,23 @@ class MACE(torch.nn.Module):
     def hidden_irreps(self) -> o3.Irreps:
         return hidden_irreps(self.hyperparameters["channels"], self.hyperparameters["max_L"])
 
+    def set_correlation(self, order: int | None, zero_inactive: bool = False) -> None:
+        """Progressive correlation order: compute the product basis only up to ``order``
+        in every layer (each layer's own order at most; None: all). With ``zero_inactive``
+        the skipped orders' weights are set to zero, so that raising the order later changes
+        no prediction (``macelab.training.progressive``)."""
+        for product in self.products:
+            product.contraction.set_correlation(order)
+            if zero_inactive:
+                product.contraction.zero_inactive_weights()
+
+    @property
+    def active_correlation(self) -> list[int]:
+        """The highest order computed in each layer."""
+        return [
+            max(c.active_correlation for c in p.contraction.contractions) for p in self.products
+        ]
+
     # --------------------------------------------------------------------- forward
     def forward(
         self,

@@ -60,6 +60,8 @@ class IrrepContraction(torch.nn.Module):
         super().__init__()
         self.irrep_out = o3.Irrep(irrep_out)
         self.correlation = correlation
+        # Orders above this are skipped (progressive correlation order, see set_correlation).
+        self.active_correlation = correlation
         self.channels = channels
         self.num_components = o3.Irreps(coupling_irreps).dim  # K
         self._constants: dict[int, torch.Tensor] = {}  # float64 masters of the buffers
@@ -94,7 +96,7 @@ class IrrepContraction(torch.nn.Module):
         # [n, n_elements, C, K]: A routed to the element of each atom
         routed = node_attrs[:, :, None, None] * features[:, None, :, :]
         out: torch.Tensor | None = None
-        for nu in range(self.correlation, 0, -1):
+        for nu in range(self.active_correlation, 0, -1):
             if out is not None:
                 # contract one more factor of A: [n, C, X, K] x [n, C, K] -> [n, C, X]
                 out = torch.einsum("ncxk,nck->ncx", out.reshape(n, C, -1, K), features)
@@ -173,3 +175,19 @@ class SymmetricContraction(torch.nn.Module):
 
     def forward(self, features: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
         return torch.cat([c(features, node_attrs) for c in self.contractions], dim=-1)
+
+    def set_correlation(self, order: int | None) -> None:
+        """Compute only the orders ``nu <= order`` (all with None); higher-order paths are
+        skipped, not zeroed, so they cost nothing."""
+        for contraction in self.contractions:
+            top = contraction.correlation
+            contraction.active_correlation = top if order is None else max(1, min(order, top))
+
+    @torch.no_grad()
+    def zero_inactive_weights(self) -> None:
+        """Set the weights of the skipped orders to zero, so that switching them on later
+        leaves every prediction exactly as it was (their terms start at zero and learn)."""
+        for contraction in self.contractions:
+            for nu, weights in contraction.weights.items():
+                if int(nu) > contraction.active_correlation:
+                    weights.zero_()
