@@ -74,8 +74,10 @@ def run_one(out: Path, precision: str, budget_s: float, device: str, tiny: bool,
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "runs" / f"{precision}.log").write_text(result.stdout + result.stderr)
     if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        record["error"] = " ".join(tail)[-500:]
+        lines = [x.strip() for x in (result.stderr or result.stdout).splitlines() if x.strip()]
+        # the first lines of an error paragraph say what; tracebacks end with it
+        main_line = next((x for x in lines if "Error" in x or "Could not" in x), "")
+        record["error"] = (main_line or " ".join(lines[-3:]))[:500].replace("|", "/")
         return record
     import pandas as pd
 
@@ -84,14 +86,18 @@ def run_one(out: Path, precision: str, budget_s: float, device: str, tiny: bool,
     curve = metrics.dropna(subset=[column]) if column in metrics else metrics.iloc[:0]
     tests = json.loads((run_dir / "results.json").read_text())
     info = json.loads((run_dir / "run_info.json").read_text())
+    steps = info.get("global_step") or 0
+    configs = steps * (info.get("global_batch_size") or 0)
     record.update(
-        epochs=int(metrics["epoch"].max()) + 1 if "epoch" in metrics else None,
+        epochs=info.get("epochs"),
+        steps=steps,
+        skipped_steps=info.get("skipped_steps"),
         validations=len(curve),
         best_val_forces_rmse_meV_per_A=float(curve[column].min()) if len(curve) else None,
         last_val_forces_rmse_meV_per_A=float(curve[column].iloc[-1]) if len(curve) else None,
         test={name: tests[name] for name in TEST_SETS if name in tests},
         train_seconds=info.get("train_seconds"),
-        configs_per_s=info.get("train_configs_per_s") or info.get("configs_per_s"),
+        train_configs_per_s=configs / info["train_seconds"] if info.get("train_seconds") else None,
     )
     return record
 
@@ -103,10 +109,11 @@ def _cell(value, fmt: str = ".2f") -> str:
 def table(record: dict) -> str:
     """The markdown table of a record."""
     lines = [
-        "| precision | epochs in budget | best val F RMSE (meV/Å) | "
+        "| precision | epochs in budget | configs/s (incl. validation) | "
+        "best val F RMSE (meV/Å) | "
         + " | ".join(f"{t} E / F RMSE (meV, meV/Å)" for t in TEST_SETS)
         + " | note |",
-        "|---|---|---|" + "---|" * len(TEST_SETS) + "---|",
+        "|---|---|---|---|" + "---|" * len(TEST_SETS) + "---|",
     ]
     for r in record["runs"]:
         cells = []
@@ -118,6 +125,7 @@ def table(record: dict) -> str:
         note = r.get("error", "")
         lines.append(
             f"| {r['precision']} | {_cell(r.get('epochs'), 'd')} | "
+            f"{_cell(r.get('train_configs_per_s'), '.1f')} | "
             f"{_cell(r.get('best_val_forces_rmse_meV_per_A'))} | "
             + " | ".join(cells)
             + f" | {note} |"

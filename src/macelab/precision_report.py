@@ -42,13 +42,16 @@ SIZES = {
 }
 
 
-def random_model(size: str, max_ell: int = 3):
-    """A MACE for H, C, N, O, Si with fixed random weights (float64)."""
+def random_model(size: str, max_ell: int = 3, max_L: int | None = None):
+    """A MACE for H, C, N, O, Si with fixed random weights (float64); ``max_L`` overrides
+    the size's (a large-L model: ``max_L=3``)."""
     from macelab.model import MACE
     from macelab.precision import default_dtype
 
     torch.manual_seed(0)
     settings = {"correlation": 3, **SIZES[size]}
+    if max_L is not None:
+        settings["max_L"] = max_L
     with default_dtype(torch.float64):
         return MACE(
             atomic_numbers=[1, 6, 7, 8, 14],
@@ -211,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckpt", default=None, help="a macelab checkpoint (else random)")
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--max-ell", type=int, default=3)
+    parser.add_argument("--max-L", type=int, default=None, help="override the size's max_L")
     parser.add_argument("--precisions", default=None, help="comma list (default: all)")
     parser.add_argument("--structures", type=int, default=2, help="frames per data set")
     parser.add_argument("--transforms", type=int, default=4)
@@ -225,8 +229,12 @@ def main(argv: list[str] | None = None) -> int:
             model, _ = load_model(args.ckpt)
             weights = f"trained: {args.ckpt}"
         else:
-            model = random_model(args.size, args.max_ell)
-            weights = f"random weights, {args.size} model, max_ell {args.max_ell}"
+            model = random_model(args.size, args.max_ell, args.max_L)
+            max_L = args.max_L if args.max_L is not None else SIZES[args.size]["max_L"]
+            weights = (
+                f"random weights, {args.size} model ({SIZES[args.size]['channels']} channels, "
+                f"max_L {max_L}, max_ell {args.max_ell})"
+            )
         names = args.precisions.split(",") if args.precisions else precision_names()
         results = measure(model, names, args.transforms, args.structures, args.device)
         device = torch.cuda.get_device_name() if args.device == "cuda" else platform.machine()

@@ -240,3 +240,21 @@ def test_report_writes_its_files(tmp_path):
     assert "random weights" in report["weights"]
     assert (out / "precision_report.png").stat().st_size > 10_000
     assert "policy_safe" in (out / "precision_report.md").read_text()
+
+
+@pytest.mark.slow
+def test_budget_benchmark_trains_and_tabulates(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "budget"
+    command = [sys.executable, "benchmarks/precision_budget.py", "--tiny", "--device", "cpu"]
+    command += ["--budget-s", "2", "--out", str(out), "--precisions", "policy_safe,nope"]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    record = json.loads((out / "precision_budget.json").read_text())
+    safe, unknown = record["runs"]
+    assert safe["steps"] > 0 and math.isfinite(safe["best_val_forces_rmse_meV_per_A"])
+    assert math.isfinite(safe["test"]["test_MD_300K"]["forces_rmse_meV_per_A"])
+    assert "precision/nope" in unknown["error"]  # Hydra's message, and the others still run
+    table = (out / "precision_budget.md").read_text()
+    assert "| policy_safe |" in table and "| nope |" in table

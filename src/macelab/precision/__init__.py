@@ -104,8 +104,14 @@ def apply_precision(cfg: Any, device: str | None = None) -> Any:
         name, "highest"
     )
     torch.set_float32_matmul_precision(matmul)
-    trainer = cfg.get("trainer") if hasattr(cfg, "get") else None
-    return str(trainer or TRAINER_PRECISION[name])
+    trainer = str((cfg.get("trainer") if hasattr(cfg, "get") else None) or TRAINER_PRECISION[name])
+    if trainer == "16-mixed" and device == "cpu":
+        # Lightning turns 16-mixed on the CPU into bf16-mixed; CPU autocast has fp16, so run
+        # what was asked: fp16 autocast with loss scaling.
+        from lightning.pytorch.plugins.precision import MixedPrecision
+
+        return MixedPrecision("16-mixed", "cpu", torch.amp.GradScaler("cpu"))
+    return trainer
 
 
 def trainer_precision_kwargs(precision: Any) -> dict[str, Any]:
