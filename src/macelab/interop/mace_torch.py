@@ -479,8 +479,15 @@ def to_mace_torch(model: MACE) -> torch.nn.Module:
     The result runs in mace-torch's own tools (its ASE calculator, LAMMPS export), in the
     dtype of ``model``. Requires mace-torch.
     """
-    mace_modules = _import_mace()
     h: Mapping[str, Any] = model.hyperparameters
+    if h.get("embedding", "full") != "full":
+        from macelab.errors import ConfigError
+
+        raise ConfigError(
+            "this model compresses its element tables (embedding=low_rank), which mace-torch "
+            "does not have; only models with embedding=full convert to mace-torch."
+        )
+    mace_modules = _import_mace()
     classes = mace_modules.interaction_classes
     kwargs: dict[str, Any] = {
         "r_max": h["r_max"],

@@ -84,14 +84,23 @@ class NodeEmbedding(torch.nn.Module):
     """``h_i^(0) = W onehot(z_i)``: ``n_elements x 0e`` -> ``channels x 0e``.
 
     An e3nn ``o3.Linear``, so weights (and their normalisation) are those of mace-torch's
-    ``LinearNodeEmbeddingBlock``.
+    ``LinearNodeEmbeddingBlock``. With ``rank`` the table is compressed to
+    ``W = F V``: element factors ``F`` ``[n_elements, rank]`` then a linear map from rank
+    to channels (full rank with ``F = I`` is the plain embedding exactly).
     """
 
-    def __init__(self, num_elements: int, channels: int) -> None:
+    def __init__(self, num_elements: int, channels: int, rank: int | None = None) -> None:
         super().__init__()
-        self.irreps_in = o3.Irreps([(num_elements, (0, 1))])
+        inputs = num_elements if rank is None else int(rank)
+        self.factors: torch.nn.Parameter | None = None
+        if rank is not None:
+            dtype = torch.get_default_dtype()
+            self.factors = torch.nn.Parameter(torch.randn(num_elements, inputs, dtype=dtype))
+        self.irreps_in = o3.Irreps([(inputs, (0, 1))])
         self.irreps_out = o3.Irreps([(channels, (0, 1))])
         self.linear = o3.Linear(self.irreps_in, self.irreps_out)
 
     def forward(self, node_attrs: torch.Tensor) -> torch.Tensor:
+        if self.factors is not None:
+            node_attrs = node_attrs @ self.factors.to(node_attrs.dtype)  # [n, rank]
         return self.linear(node_attrs)  # [n, channels]

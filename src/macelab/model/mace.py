@@ -110,6 +110,8 @@ class MACE(torch.nn.Module):
         scale_shift_trainable: bool = False,
         reduced_cg: bool = False,
         apply_cutoff: bool = True,
+        embedding: str = "full",
+        embedding_rank: int | None = None,
     ) -> None:
         super().__init__()
         correlations = (
@@ -151,7 +153,14 @@ class MACE(torch.nn.Module):
             "scale_shift_trainable": bool(scale_shift_trainable),
             "reduced_cg": bool(reduced_cg),
             "apply_cutoff": bool(apply_cutoff),
+            "embedding": str(embedding),
+            "embedding_rank": None if embedding_rank is None else int(embedding_rank),
         }
+        if embedding not in ("full", "low_rank"):
+            raise ValueError(f"embedding must be 'full' or 'low_rank', got {embedding!r}")
+        if embedding == "low_rank" and not (embedding_rank and int(embedding_rank) >= 1):
+            raise ValueError("embedding=low_rank needs embedding_rank >= 1")
+        rank = int(embedding_rank) if embedding == "low_rank" else None
         num_elements = len(atomic_numbers)
         self.r_max = float(r_max)
         self.num_interactions = int(num_interactions)
@@ -161,7 +170,7 @@ class MACE(torch.nn.Module):
         self.edges = EdgeGeometry()
         self.spherical_harmonics = spherical_harmonics(max_ell)
         self.radial = RadialEmbedding(r_max, num_bessel, num_polynomial_cutoff, apply_cutoff)
-        self.embedding = NodeEmbedding(num_elements, channels)
+        self.embedding = NodeEmbedding(num_elements, channels, rank)
 
         # Layers: interaction (Eq. 8-9), product basis + update (Eq. 10-12), readout (Eq. 13).
         edge_irreps = sh_irreps(max_ell)
@@ -195,6 +204,7 @@ class MACE(torch.nn.Module):
                     num_elements,
                     residual=not plain,
                     reduced_cg=reduced_cg,
+                    element_rank=rank,
                 )
             )
             if last and num_interactions > 1:

@@ -73,10 +73,11 @@ class ProductBasis(torch.nn.Module):
         num_elements: int,
         residual: bool = True,
         reduced_cg: bool = False,
+        element_rank: int | None = None,
     ) -> None:
         super().__init__()
         self.contraction = SymmetricContraction(
-            a_irreps, node_irreps_out, correlation, num_elements, reduced_cg
+            a_irreps, node_irreps_out, correlation, num_elements, reduced_cg, element_rank
         )
         self.update = Update(node_irreps_in, node_irreps_out, num_elements, residual)
 

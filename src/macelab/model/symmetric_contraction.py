@@ -56,6 +56,7 @@ class IrrepContraction(torch.nn.Module):
         num_elements: int,
         channels: int,
         reduced_cg: bool = False,
+        element_rank: int | None = None,
     ) -> None:
         super().__init__()
         self.irrep_out = o3.Irrep(irrep_out)
@@ -67,6 +68,13 @@ class IrrepContraction(torch.nn.Module):
         self._constants: dict[int, torch.Tensor] = {}  # float64 masters of the buffers
         self.weights = torch.nn.ParameterDict()
         dtype = torch.get_default_dtype()
+        # Compressed element tables: W[z] = sum_r F[z, r] V[r] (rank r), else one table per z.
+        self.element_factors: torch.nn.Parameter | None = None
+        rows = num_elements
+        if element_rank is not None:
+            rows = int(element_rank)
+            factors = torch.randn(num_elements, rows, dtype=dtype) / rows**0.5
+            self.element_factors = torch.nn.Parameter(factors)
         for nu in range(1, correlation + 1):
             U = generalised_cg(coupling_irreps, self.irrep_out, nu, reduced=reduced_cg)
             self._constants[nu] = U
@@ -75,8 +83,16 @@ class IrrepContraction(torch.nn.Module):
             if num_paths > 0:
                 # Initialisation as in mace-torch: N(0, 1) / n_paths.
                 self.weights[str(nu)] = torch.nn.Parameter(
-                    torch.randn(num_elements, num_paths, channels, dtype=dtype) / num_paths
+                    torch.randn(rows, num_paths, channels, dtype=dtype) / num_paths
                 )
+
+    def element_weights(self, nu: int) -> torch.Tensor:
+        """``W^(nu)`` for every element, ``[n_elements, P, C]`` (expanded from the factors
+        of a compressed table)."""
+        weights = self.weights[str(nu)]
+        if self.element_factors is None:
+            return weights
+        return torch.einsum("er,rpc->epc", self.element_factors.to(weights.dtype), weights)
 
     def num_paths(self, nu: int) -> int:
         """eta_nu: the number of basis tensors of order ``nu``."""
@@ -102,7 +118,7 @@ class IrrepContraction(torch.nn.Module):
                 out = torch.einsum("ncxk,nck->ncx", out.reshape(n, C, -1, K), features)
             if str(nu) not in self.weights:
                 continue
-            weights = self.weights[str(nu)]  # [n_elements, P, C]
+            weights = self.element_weights(nu)  # [n_elements, P, C]
             U = self.U(nu).to(weights.dtype).reshape(D * K ** (nu - 1), K, -1)  # [X, K, P]
             # T_nu per element, with its last factor already taken: [E, C, X, K]
             element_tensors = torch.einsum("xkp,epc->ecxk", U, weights)
@@ -146,6 +162,7 @@ class SymmetricContraction(torch.nn.Module):
         correlation: the correlation order N of this layer (1 to 4).
         num_elements: size of the element table.
         reduced_cg: see :mod:`macelab.model.clebsch_gordan`.
+        element_rank: rank of the compressed element tables (None: one table per element).
 
     Input ``[n, C, K]`` (A in channel layout), output ``[n, irreps_out.dim]`` (e3nn layout).
     """
@@ -157,6 +174,7 @@ class SymmetricContraction(torch.nn.Module):
         correlation: int,
         num_elements: int,
         reduced_cg: bool = False,
+        element_rank: int | None = None,
     ) -> None:
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
@@ -169,7 +187,9 @@ class SymmetricContraction(torch.nn.Module):
             )
         coupling_irreps = o3.Irreps([(1, ir) for _, ir in self.irreps_in])
         self.contractions = torch.nn.ModuleList(
-            IrrepContraction(coupling_irreps, ir, correlation, num_elements, mul, reduced_cg)
+            IrrepContraction(
+                coupling_irreps, ir, correlation, num_elements, mul, reduced_cg, element_rank
+            )
             for mul, ir in self.irreps_out
         )
 
