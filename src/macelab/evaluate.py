@@ -94,6 +94,16 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     return results
 
 
+def _device(accelerator: str) -> str:
+    """Where loss scaling of a policy would run (evaluation does not scale, but the plugin
+    needs a device type): ``cpu`` for accelerator=cpu, else ``cuda`` if present."""
+    import torch
+
+    if str(accelerator) == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    return "cuda"
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
 @user_errors_exit
 def main(cfg: DictConfig) -> None:
@@ -103,13 +113,3 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     prepare_argv()
     main()
-
-
-def _device(accelerator: str) -> str:
-    """Where loss scaling of a policy would run (evaluation does not scale, but the plugin
-    needs a device type): ``cpu`` for accelerator=cpu, else ``cuda`` if present."""
-    import torch
-
-    if str(accelerator) == "cpu" or not torch.cuda.is_available():
-        return "cpu"
-    return "cuda"
