@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# On the GPU machine, from the repo root: accuracy after the same AcAc training budget for
+# each precision (benchmarks/precision_budget.py). BUDGET_S seconds of training each
+# (default 45), PRECISIONS a comma list (default: the script's seven). Carry .whl/base.
+# Results in $OUT/precision_budget.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+export PYTHONUNBUFFERED=1
+eval "$(bash benchmarks/gpu/install.sh base)" || { echo "carry .whl/base" >&2; exit 1; }
+export PYTHONPATH="$PWD/src:$PWD:$PYTHONPATH"
+out="${OUT:-$PWD/budget-out}/precision_budget"
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+args=(--budget-s "${BUDGET_S:-45}" --out "$out")
+[[ -n "${PRECISIONS:-}" ]] && args+=(--precisions "$PRECISIONS")
+python3 benchmarks/precision_budget.py "${args[@]}" 2>&1 | tee "$out/log.txt"
+exit "${PIPESTATUS[0]}"
