@@ -4,14 +4,20 @@
     atoms.calc = MACECalculator(model, device="cpu", precision="64")
     atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
 
-The calculator owns a copy of the model, cast to the requested precision and device, in eval
-mode. Each new geometry (ASE reports changed positions, cell, pbc or numbers) gets a fresh
+The calculator owns a copy of the model (or of each model of an ensemble), cast to the
+requested precision and device, in eval mode. A model is a macelab model object or a
+checkpoint path (its EMA weights); a list of them is an ensemble whose mean energy and
+forces are the results, with their spread across members as the uncertainty.
+
+Each new geometry (ASE reports changed positions, cell, pbc or numbers) gets a fresh
 neighbour list from the data layer (:func:`macelab.data.graph.atoms_to_graph`), the same one
 training uses. Stress is computed for fully periodic cells only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,10 +34,11 @@ ACCELERATIONS = (None, "graphs", "compiled")
 
 
 class MACECalculator(Calculator):
-    """ASE calculator for a :class:`macelab.model.MACE`.
+    """ASE calculator for a :class:`macelab.model.MACE`, or an ensemble of them.
 
     Args:
-        model: the macelab model (it is copied; the original is left as it is).
+        model: a macelab model, a macelab checkpoint path (EMA weights), or a list of
+            either (an ensemble). Models are copied; the originals are left as they are.
         device: torch device to run on, e.g. ``"cpu"`` or ``"cuda"``.
         precision: any precision name (``macelab.precision.precision_names()``): ``"64"``
             (float64, the default), ``"32"``, ``"tf32"``, ``"bf16-mixed"``, ``"16-mixed"``
@@ -42,7 +49,11 @@ class MACECalculator(Calculator):
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator`.
 
     Results: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress`` (eV/Å^3,
-    Voigt order, periodic cells only) and ``node_energies`` (eV per atom, E0 included).
+    Voigt order, periodic cells only), ``node_energies`` and ``energies`` (eV per atom, E0
+    included; ``energies`` is ASE's name). An ensemble reports the member means, plus
+    ``energy_std`` (eV), ``forces_std`` ``[n_atoms, 3]`` (eV/Å, standard deviation over
+    members per component) and ``forces_uncertainty`` ``[n_atoms]`` (the norm of
+    ``forces_std`` per atom, eV/Å): large values flag structures the models disagree on.
     """
 
     implemented_properties: ClassVar[list[str]] = [
@@ -51,11 +62,12 @@ class MACECalculator(Calculator):
         "forces",
         "stress",
         "node_energies",
+        "energies",
     ]
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: torch.nn.Module | str | Path | Sequence[torch.nn.Module | str | Path],
         device: str | torch.device = "cpu",
         precision: str | int = "64",
         accelerate: str | None = None,
@@ -75,31 +87,58 @@ class MACECalculator(Calculator):
                 f"accelerate={accelerate!r} needs a CUDA device, not {self.device}; use "
                 "accelerate=None on the CPU."
             )
-        self.model, self.context = for_inference(model, str(precision), self.device)
+        sources = list(model) if isinstance(model, list | tuple) else [model]
+        if not sources:
+            raise ConfigError("MACECalculator needs at least one model or checkpoint path.")
+        self.members = []
+        for source in sources:
+            member, context = for_inference(_as_model(source), str(precision), self.device)
+            for parameter in member.parameters():
+                parameter.requires_grad_(False)
+            self.members.append((member, context))
+        self.model, self.context = self.members[0]
+        r_max = {float(m.r_max) for m, _ in self.members}
+        if len(r_max) > 1:
+            raise ConfigError(
+                f"the ensemble's models have different cutoffs {sorted(r_max)} Å; combine "
+                "models trained with one r_max."
+            )
         self.dtype = self.model.dtype
-        for parameter in self.model.parameters():
-            parameter.requires_grad_(False)
-        self.r_max = float(self.model.r_max)
+        self.r_max = r_max.pop()
         self.accelerate = accelerate
-        self._potentials: dict[bool, Any] = {}
+        self._potentials: dict[tuple[int, bool], Any] = {}
 
-    def _potential(self, periodic: bool):
-        """The accelerated potential for molecules or periodic cells (built on first use)."""
-        if periodic not in self._potentials:
+    def _potential(self, index: int, periodic: bool):
+        """The accelerated potential of member ``index`` (built on first use)."""
+        key = (index, periodic)
+        if key not in self._potentials:
+            model, context = self.members[index]
             if self.accelerate == "graphs":
                 from macelab.speed.cuda_graphs import GraphedPotential
 
-                potential = GraphedPotential(
-                    self.model, compute_stress=periodic, context=self.context
-                )
+                potential = GraphedPotential(model, compute_stress=periodic, context=context)
             else:
                 from macelab.speed.compiled import CompiledPotential
 
-                potential = CompiledPotential(
-                    self.model, compute_stress=periodic, context=self.context
-                )
-            self._potentials[periodic] = potential
-        return self._potentials[periodic]
+                potential = CompiledPotential(model, compute_stress=periodic, context=context)
+            self._potentials[key] = potential
+        return self._potentials[key]
+
+    def _member_output(self, index: int, batch: Batch, periodic: bool) -> dict[str, np.ndarray]:
+        if self.accelerate is not None:
+            output = self._potential(index, periodic)(batch)
+        else:
+            model, context = self.members[index]
+            with context():
+                output = model(batch, compute_forces=True, compute_stress=periodic)
+        result = {
+            "energy": _numpy(output["energy"])[0],
+            "forces": _numpy(output["forces"]),
+            "node_energies": _numpy(output["node_energy"]),
+        }
+        if periodic:
+            result["stress"] = _numpy(output["stress"])[0]
+        return result
 
     def calculate(
         self,
@@ -109,24 +148,38 @@ class MACECalculator(Calculator):
     ) -> None:
         super().calculate(atoms, properties or ["energy"], system_changes)
         atoms = self.atoms
-        self.model.elements.check(atoms.numbers)  # UnknownElementError names the elements
+        for member, _ in self.members:
+            member.elements.check(atoms.numbers)  # UnknownElementError names the elements
         graph = atoms_to_graph(atoms, self.r_max)
         batch = Batch.from_data_list([graph]).to(self.device)
         periodic = bool(np.all(atoms.pbc))
-        if self.accelerate is not None:
-            output = self._potential(periodic)(batch)
-        else:
-            with self.context():
-                output = self.model(batch, compute_forces=True, compute_stress=periodic)
-        energy = float(output["energy"].detach().to(torch.float64).cpu()[0])
+        outputs = [self._member_output(i, batch, periodic) for i in range(len(self.members))]
+        mean = {key: np.mean([o[key] for o in outputs], axis=0) for key in outputs[0]}
+        energy = float(mean["energy"])
         self.results = {
             "energy": energy,
             "free_energy": energy,
-            "forces": _numpy(output["forces"]),
-            "node_energies": _numpy(output["node_energy"]),
+            "forces": mean["forces"],
+            "node_energies": mean["node_energies"],
+            "energies": mean["node_energies"],
         }
         if periodic:
-            self.results["stress"] = full_3x3_to_voigt_6_stress(_numpy(output["stress"])[0])
+            self.results["stress"] = full_3x3_to_voigt_6_stress(mean["stress"])
+        if len(outputs) > 1:
+            forces_std = np.std([o["forces"] for o in outputs], axis=0)
+            self.results["energy_std"] = float(np.std([o["energy"] for o in outputs]))
+            self.results["forces_std"] = forces_std
+            self.results["forces_uncertainty"] = np.linalg.norm(forces_std, axis=-1)
+
+
+def _as_model(source: torch.nn.Module | str | Path) -> torch.nn.Module:
+    """A model object from a model or a checkpoint path (EMA weights)."""
+    if isinstance(source, torch.nn.Module):
+        return source
+    from macelab.training.checkpoint import load_model
+
+    model, _ = load_model(source)
+    return model
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,136 @@
+"""``python -m macelab.md``: molecular dynamics with a trained macelab model (ASE).
+
+Reads a structure, attaches :class:`macelab.calculator.MACECalculator` (a checkpoint or an
+ensemble of them, any precision), draws Maxwell-Boltzmann velocities at ``temperature_K``
+(zero total momentum and angular momentum, seeded) and integrates with velocity Verlet
+(``ensemble=nve``) or Langevin dynamics (``ensemble=langevin``). Every ``log_every`` steps
+it appends a frame to ``trajectory.extxyz`` and a line to ``md.log`` (time in ps, potential,
+kinetic and total energy in eV, temperature in K); a progress bar shows the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from macelab.cli import prepare_argv, user_errors_exit
+from macelab.config import CONFIG_DIR
+from macelab.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+ENSEMBLES = ("nve", "langevin")
+
+
+def read_structure(path: str, frame: int):
+    """The ``frame``-th structure of ``path``; DataError names the file if ASE cannot."""
+    import ase.io
+
+    if not Path(path).is_file():
+        raise DataError(f"structure file {path} does not exist; pass structure=<file>.")
+    try:
+        return ase.io.read(path, index=frame)
+    except Exception as error:  # any reader failure is the file's problem
+        raise DataError(
+            f"could not read frame {frame} of {path} with ASE ({type(error).__name__}: "
+            f"{error}); give a file in a format ASE reads (extxyz, xyz, cif, POSCAR)."
+        ) from error
+
+
+def run_md(cfg: DictConfig) -> dict[str, Any]:
+    """Run the dynamics of ``cfg`` (conf/md.yaml); returns a summary."""
+    import numpy as np
+    import torch
+    from ase import units
+    from ase.io import write
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import (
+        MaxwellBoltzmannDistribution,
+        Stationary,
+        ZeroRotation,
+    )
+    from ase.md.verlet import VelocityVerlet
+    from rich.progress import Progress
+
+    from macelab.calculator import MACECalculator
+
+    if cfg.ensemble not in ENSEMBLES:
+        raise ConfigError(f"ensemble={cfg.ensemble!r}; choose one of {', '.join(ENSEMBLES)}.")
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atoms = read_structure(str(cfg.structure), int(cfg.frame))
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    checkpoints = cfg.ckpt_path
+    sources = [str(c) for c in checkpoints] if not isinstance(checkpoints, str) else checkpoints
+    atoms.calc = MACECalculator(
+        sources, device=device, precision=str(cfg.precision), accelerate=cfg.accelerate
+    )
+    rng = np.random.default_rng(int(cfg.seed))
+    MaxwellBoltzmannDistribution(atoms, temperature_K=float(cfg.temperature_K), rng=rng)
+    Stationary(atoms)
+    if len(atoms) > 2 and not any(atoms.pbc):
+        ZeroRotation(atoms)
+    timestep = float(cfg.timestep_fs) * units.fs
+    if cfg.ensemble == "nve":
+        dynamics = VelocityVerlet(atoms, timestep=timestep)
+    else:
+        dynamics = Langevin(
+            atoms,
+            timestep=timestep,
+            temperature_K=float(cfg.temperature_K),
+            friction=float(cfg.friction_per_fs) / units.fs,
+            rng=rng,
+        )
+    trajectory = output_dir / "trajectory.extxyz"
+    log_path = output_dir / "md.log"
+    trajectory.unlink(missing_ok=True)
+    energies: list[float] = []
+
+    def record() -> None:
+        potential = atoms.get_potential_energy()
+        kinetic = atoms.get_kinetic_energy()
+        time_ps = dynamics.get_time() / (1000 * units.fs)
+        temperature = atoms.get_temperature()
+        energies.append(potential + kinetic)
+        with log_path.open("a") as handle:
+            handle.write(
+                f"{time_ps:12.5f} {potential:16.6f} {kinetic:14.6f} {potential + kinetic:16.6f}"
+                f" {temperature:10.2f}\n"
+            )
+        write(trajectory, atoms, format="extxyz", append=True)
+
+    log_path.write_text(
+        "# time_ps potential_eV kinetic_eV total_eV temperature_K\n", encoding="utf-8"
+    )
+    every = max(1, int(cfg.log_every))
+    record()
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"MD ({cfg.ensemble})", total=int(cfg.steps))
+        done = 0
+        while done < int(cfg.steps):
+            chunk = min(every, int(cfg.steps) - done)
+            dynamics.run(chunk)
+            done += chunk
+            progress.update(task, advance=chunk)
+            if done % every == 0 or done == int(cfg.steps):
+                record()
+    drift = (energies[-1] - energies[0]) / len(atoms)
+    summary = {"steps": int(cfg.steps), "atoms": len(atoms), "drift_eV_per_atom": drift}
+    log.info("wrote %s and %s; total energy drift %.3g eV/atom", trajectory, log_path, drift)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="md")
+@user_errors_exit
+def main(cfg: DictConfig) -> None:
+    run_md(cfg)
+
+
+if __name__ == "__main__":
+    prepare_argv()
+    main()
