@@ -68,14 +68,24 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         silence_synced_metric_warnings()
     # Build the model in the dtype its weights are kept in, so that a checkpoint's float64
     # weights are never rounded through float32 on the way back in.
+    from macelab.training import finetune
+
+    pretrained = finetune.load_pretrained(cfg.get("pretrained"))
+    model_cfg = to_dict(cfg.model)
+    if pretrained is not None:
+        refit = bool(cfg.pretrained.get("refit_e0s", True))
+        model_cfg = finetune.model_config(pretrained, datamodule.statistics, refit)
     with default_dtype(parameter_dtype(cfg.precision)):
         module = MACELightningModule(
-            model=to_dict(cfg.model),
+            model=model_cfg,
             statistics=datamodule.statistics.to_dict(),
             test_set_names=list(datamodule.test_set_names),
             run_config=to_dict(cfg),
             **training,
         )
+    if pretrained is not None:
+        counts = finetune.initialise(module, pretrained, list(cfg.pretrained.get("freeze") or []))
+        log.info("fine-tuning from a pretrained model: %s", counts)
     num_parameters = sum(p.numel() for p in module.model.parameters())
     log.info("%s", datamodule.summary())
     log.info("model: %s parameters", f"{num_parameters:,}")
