@@ -91,3 +91,19 @@ def test_model_refuses_unknown_elements(model):
     atoms.numbers[0] = 79
     with pytest.raises(UnknownElementError, match="Au"):
         model(batch([atoms]))
+
+
+def test_skin_neighbour_list_is_reused_and_exact(shared_data_root, model):
+    """Small moves reuse the list built at r_max + skin; results equal a fresh list's."""
+    atoms = read_molecule(shared_data_root, "3bpa")
+    reused = MACECalculator(model, skin=0.5)
+    fresh = MACECalculator(model, skin=0.0)
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        atoms.positions += rng.normal(scale=0.03, size=atoms.positions.shape)
+        atoms.calc = reused
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = fresh
+        assert energy == pytest.approx(atoms.get_potential_energy(), rel=1e-13, abs=1e-10)
+        np.testing.assert_allclose(forces, atoms.get_forces(), rtol=1e-10, atol=1e-11)
+    assert reused.neighbour_list_builds < fresh.neighbour_list_builds == 8
