@@ -50,7 +50,8 @@ NO_MULTICAST = {
 
 def run_one(out: Path, workload: str, devices: int, strategy: str, args) -> dict:
     """One training run; ``strategy`` is ``plain`` (single-device trainer) or ``ddp``."""
-    name = f"{workload}_{strategy}{devices}"
+    steps = "_equal_steps" if args.mode == "equal-steps" else ""
+    name = f"{workload}_{strategy}{devices}{steps}"
     run_dir = out / name
     overrides = [
         *WORKLOADS[workload],
