@@ -52,6 +52,8 @@ def run_one(out: Path, workload: str, devices: int, strategy: str, args) -> dict
     """One training run; ``strategy`` is ``plain`` (single-device trainer) or ``ddp``."""
     steps = "_equal_steps" if args.mode == "equal-steps" else ""
     name = f"{workload}_{strategy}{devices}{steps}"
+    if (out / name).exists():  # a repeat of this point
+        name += f"_r{len(list(out.glob(name + '*.log'))) + 1}"
     run_dir = out / name
     overrides = [
         *WORKLOADS[workload],
@@ -199,6 +201,7 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--mode", choices=["throughput", "equal-steps"], default="throughput")
     parser.add_argument("--global-batch", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=1, help="run every point this often")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
     parser.add_argument(
         "--no-plain", action="store_true", help="skip the plain single-device reference run"
@@ -210,7 +213,7 @@ def main() -> int:
         points = [(n, "ddp") for n in args.devices]
         if 1 in args.devices and args.mode == "throughput" and not args.no_plain:
             points.insert(0, (1, "plain"))
-        for devices, strategy in points:
+        for devices, strategy in points * args.repeat:
             print(f"{workload}: {strategy} on {devices} device(s) ...", flush=True)
             records.append(run_one(args.out, workload, devices, strategy, args))
             (args.out / f"ddp_scaling_{args.mode}.json").write_text(json.dumps(records, indent=2))
