@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import platform
 import time
@@ -165,7 +166,10 @@ def run_md(row: Row, atoms: ase.Atoms, steps: int, warmup: int, args) -> dict:
         _synchronize(args.device)
         elapsed = time.perf_counter() - started
     except Exception as error:  # a failing row is a row that says so
-        return {**record, "failed": f"{type(error).__name__}: {error}"[:500]}
+        message = f"{type(error).__name__}: {error}"
+        if len(message) > 500:  # TorchScript puts the cause (e.g. out of memory) last
+            message = message[:150] + " [...] " + message[-350:]
+        return {**record, "failed": message}
     record.update(
         steps=done,
         seconds=elapsed,
@@ -254,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{system}: {row.implementation} {row.precision} {row.accelerate}", flush=True)
             record = {"system": system, **run_md(row, atoms, steps, args.warmup, args)}
             records.append(record)
+            gc.collect()  # ASE's dynamics hold reference cycles to the calculator
             if args.device == "cuda":
                 torch.cuda.empty_cache()
             (args.out / "md_throughput.json").write_text(
