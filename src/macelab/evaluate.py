@@ -3,6 +3,8 @@
 The checkpoint carries its model and its run config, so by default the data it was trained
 for is evaluated; ``data=<name>`` (and any ``data.*`` override) evaluates other data. Writes
 ``results.json``, ``results.md`` and ``parity_<test set>.png`` into the evaluation folder.
+``trainer=ddp trainer.devices=N`` shares the test sets over N processes; the metrics are
+exact sums over all of them (the same numbers as one process), written once, by rank 0.
 """
 
 from __future__ import annotations
@@ -70,10 +72,10 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             ema={"enabled": cfg.use_ema, "decay": 0.99},
         )
     module.collect_predictions = bool(cfg.plots)
+    devices = _devices(cfg)
     trainer = L.Trainer(
-        accelerator=cfg.accelerator,
-        devices=1,
-        **trainer_precision_kwargs(apply_precision(precision_cfg, _device(cfg.accelerator))),
+        **devices,
+        **trainer_precision_kwargs(apply_precision(precision_cfg, _device(devices["accelerator"]))),
         logger=False,
         inference_mode=False,
         use_distributed_sampler=False,
@@ -83,6 +85,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     )
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = module.test_results
+    if not trainer.is_global_zero:
+        return results
     benchmark = cfg.get("benchmark") or saved.get("benchmark")
     table = write_results(
         output_dir, results, paper_results(benchmark), title=f"evaluation of {cfg.ckpt_path}"
@@ -92,6 +96,29 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             log.info("wrote %s", path)
     print(table)
     return results
+
+
+def _devices(cfg: DictConfig) -> dict[str, Any]:
+    """Accelerator, devices, nodes and strategy: one device, or a trainer config's DDP.
+
+    ``trainer=ddp`` (and its ``trainer.devices`` / ``trainer.num_nodes``) runs the test
+    stage on several processes; the top-level ``accelerator`` wins unless it is ``auto``.
+    """
+    trainer_cfg = cfg.get("trainer")
+    if trainer_cfg is None:
+        return {"accelerator": cfg.accelerator, "devices": 1}
+    from hydra.utils import instantiate
+
+    accelerator = cfg.accelerator
+    if str(accelerator) == "auto":
+        accelerator = trainer_cfg.get("accelerator", "auto")
+    strategy = trainer_cfg.get("strategy", "auto")
+    return {
+        "accelerator": accelerator,
+        "devices": trainer_cfg.get("devices", 1),
+        "num_nodes": trainer_cfg.get("num_nodes", 1),
+        "strategy": instantiate(strategy) if OmegaConf.is_dict(strategy) else strategy,
+    }
 
 
 def _device(accelerator: str) -> str:

@@ -87,6 +87,18 @@ def _prediction_record(output: dict[str, Tensor | None], batch) -> dict[str, Ten
     return record
 
 
+def _gather_predictions(
+    predictions: dict[str, list[dict[str, Tensor]]],
+) -> dict[str, list[dict[str, Tensor]]]:
+    """Every rank's prediction records, on every rank: each rank saw a shard of each test
+    set, and the parity plots show whole test sets."""
+    import torch.distributed as dist
+
+    gathered: list[dict[str, list[dict[str, Tensor]]] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, predictions)
+    return {name: [r for part in gathered for r in part[name]] for name in predictions}
+
+
 class MACELightningModule(L.LightningModule):
     """Energy/force training of a MACE model with EMA, stage two and exact resumption.
 
@@ -357,6 +369,8 @@ class MACELightningModule(L.LightningModule):
             self.test_results[name] = metric.compute()
             metric.reset()
             self._log_metrics(f"test/{name}", self.test_results[name])
+        if self.collect_predictions and self.trainer.world_size > 1:
+            self.predictions = _gather_predictions(self.predictions)
 
     def _log_metrics(self, prefix: str, values: dict[str, float]) -> None:
         for key, value in values.items():
