@@ -117,10 +117,19 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             "best_checkpoint": best,
             "skipped_steps": module.skipped_steps,
             **scaling,
+            "cluster_environment": _cluster_environment(trainer),
         }
         (output_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
         print(table)
     return results
+
+
+def _cluster_environment(trainer: Any) -> str | None:
+    """The name of the Lightning cluster environment of a distributed run (None for one
+    device): who started the ranks (LightningEnvironment: Lightning itself;
+    TorchElasticEnvironment: torchrun; SLURMEnvironment: srun); see docs/scaling.md."""
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    return None if environment is None else type(environment).__name__
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:

@@ -69,3 +69,4 @@ def test_ddp_run_resumed_after_an_epoch_equals_an_uninterrupted_one(tmp_path):
             assert resumed_results[name][key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
     info = json.loads((interrupted / "run_info.json").read_text())
     assert (info["world_size"], info["global_step"]) == (2, 4)
+    assert info["cluster_environment"] == "LightningEnvironment"  # ranks started by Lightning

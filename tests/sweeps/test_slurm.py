@@ -130,7 +130,7 @@ def test_multirun_submits_one_task_per_device_and_trains_under_srun(tmp_path):
 
     # both ranks ran one DDP training; rank 0 wrote the run folder and the summary
     info = json.loads((sweep / "0" / "run_info.json").read_text())
-    assert info["world_size"] == 2
+    assert (info["world_size"], info["cluster_environment"]) == (2, "SLURMEnvironment")
     results = json.loads((sweep / "0" / "results.json").read_text())
     assert results["test_MD_300K"]["num_structures"] > 0
     summary = pd.read_csv(sweep / "summary.csv")
