@@ -93,6 +93,7 @@ def test_multirun_submits_one_task_per_device_and_trains_under_srun(tmp_path):
         "trainer=ddp",
         "trainer.devices=2",
         *TINY,
+        "seed=0,1",  # two runs: one job array of two jobs
         f"hydra.sweep.dir={sweep}",
     ]
     process = subprocess.Popen(
@@ -122,19 +123,24 @@ def test_multirun_submits_one_task_per_device_and_trains_under_srun(tmp_path):
         "#SBATCH --time=30",
         "#SBATCH --cpus-per-task=1",
         "#SBATCH --mem=64GB",
+        "#SBATCH --array=0-1%2",
         "export NCCL_NVLS_ENABLE=0",
     ):
         assert line in text.splitlines(), line
     srun = [line for line in text.splitlines() if line.startswith("srun ")]
     assert len(srun) == 1 and "-u -m submitit.core._submit" in srun[0]
 
-    # both ranks ran one DDP training; rank 0 wrote the run folder and the summary
-    info = json.loads((sweep / "0" / "run_info.json").read_text())
-    assert (info["world_size"], info["cluster_environment"]) == (2, "SLURMEnvironment")
-    results = json.loads((sweep / "0" / "results.json").read_text())
-    assert results["test_MD_300K"]["num_structures"] > 0
+    # each job: two ranks trained one DDP run with its own seed; rank 0 wrote the run folder
+    results = []
+    for job in ("0", "1"):
+        info = json.loads((sweep / job / "run_info.json").read_text())
+        assert (info["world_size"], info["cluster_environment"]) == (2, "SLURMEnvironment")
+        results.append(json.loads((sweep / job / "results.json").read_text())["test_MD_300K"])
+        assert results[-1]["num_structures"] > 0
+    assert results[0]["forces_rmse_meV_per_A"] != results[1]["forces_rmse_meV_per_A"]
     summary = pd.read_csv(sweep / "summary.csv")
-    assert summary["status"].tolist() == ["COMPLETED"]
+    assert sorted(summary["seed"]) == [0, 1]
+    assert summary["status"].tolist() == ["COMPLETED", "COMPLETED"]
 
 
 SLURM_TASK = {
