@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 			--index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
 		|| $(BIN)/pip install -q "torch==$(TORCH_VERSION)"; \
 	fi
-	$(BIN)/pip install -q -e ".[dev,mace]"
+	$(BIN)/pip install -q -e ".[dev,mace,slurm]"
 	@touch $@
 
 install: $(VENV)/.installed

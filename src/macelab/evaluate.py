@@ -2,7 +2,8 @@
 
 The checkpoint carries its model and its run config, so by default the data it was trained
 for is evaluated; ``data=<name>`` (and any ``data.*`` override) evaluates other data. Writes
-``results.json``, ``results.md`` and ``parity_<test set>.png`` into the evaluation folder.
+``results.json``, ``results.md``, ``predictions_<test set>.npz`` (every predicted and
+reference energy and force) and ``parity_<test set>.png`` into the evaluation folder.
 ``trainer=ddp trainer.devices=N`` shares the test sets over N processes; the metrics are
 exact sums over all of them (the same numbers as one process), written once, by rank 0.
 """
@@ -27,7 +28,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     import lightning as L
     from hydra.utils import instantiate
 
-    from macelab.analysis.parity import save_parity_plots
+    from macelab.analysis.parity import save_parity_plots, save_predictions
     from macelab.precision import apply_precision, default_dtype, trainer_precision_kwargs
     from macelab.training.checkpoint import read_checkpoint, stored_dtype
     from macelab.training.module import MACELightningModule
@@ -71,7 +72,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             test_set_names=list(datamodule.test_set_names),
             ema={"enabled": cfg.use_ema, "decay": 0.99},
         )
-    module.collect_predictions = bool(cfg.plots)
+    module.collect_predictions = True  # predictions_<set>.npz, and the plots
     devices = _devices(cfg)
     trainer = L.Trainer(
         **devices,
@@ -91,6 +92,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     table = write_results(
         output_dir, results, paper_results(benchmark), title=f"evaluation of {cfg.ckpt_path}"
     )
+    for path in save_predictions(module.predictions, output_dir):
+        log.info("wrote %s", path)
     if cfg.plots:
         for path in save_parity_plots(module.predictions, output_dir):
             log.info("wrote %s", path)

@@ -70,6 +70,25 @@ def _panel(ax, reference, predicted, xlabel: str, ylabel: str, title: str) -> No
     ax.set_aspect("equal", adjustable="datalim")
 
 
+def save_predictions(
+    predictions: dict[str, list[dict[str, torch.Tensor]]], output_dir: str | Path
+) -> list[Path]:
+    """Write ``predictions_<test set>.npz`` (energies, forces and their references, atom
+    counts) for every test set into ``output_dir``: the points of the parity plots, for
+    notebooks and for comparing evaluations without rendering images."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, records in predictions.items():
+        arrays = gather_predictions(records)
+        if not arrays:
+            continue
+        path = output_dir / f"predictions_{name}.npz"
+        np.savez_compressed(path, **arrays)
+        written.append(path)
+    return written
+
+
 def save_parity_plots(
     predictions: dict[str, list[dict[str, torch.Tensor]]], output_dir: str | Path
 ) -> list[Path]:
