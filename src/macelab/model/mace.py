@@ -374,7 +374,8 @@ def _graph_fields(graph: Any) -> dict[str, Any]:
         num_graphs = 1
     else:
         ptr = get("ptr")
-        num_graphs = int(ptr.numel() - 1) if ptr is not None else int(batch.max()) + 1
+        # ptr.numel() without int(): a symbolic size stays symbolic when traced (export)
+        num_graphs = ptr.numel() - 1 if ptr is not None else int(batch.max()) + 1
     return {
         "positions": positions,
         "atomic_numbers": get("atomic_numbers"),
