@@ -15,11 +15,14 @@ exactly (probed on unit vectors in float64) and quantised:
 
 Forces are ``-dE/dr`` through the readout, so the product has a backward: w.r.t. the input
 it is ``grad_y @ (s_w Wq)``, the dequantised weights, with the activation rounding treated
-as the identity (straight-through estimator). The forces are therefore the exact forces of
-the model with dequantised readout weights and float activations, not the (zero almost
-everywhere) derivative of the rounded energy; the energy they go with is rounded, and the
-two agree to the rounding. Inference only: the layer refuses training mode and a second
-derivative (``create_graph=True``), with a message saying so.
+as the identity (straight-through estimator). For a linear readout the forces are then
+exactly those of the model with dequantised weights and float activations; through the MLP
+readout the activation's derivative is taken at the INT8 layer's (rounded) output. Either
+way they are not the derivative of the rounded energy (zero almost everywhere, with jumps);
+they integrate to the INT8 energy up to its rounding (tested along a path).
+
+Inference only: the layer refuses training mode and a second derivative
+(``create_graph=True``), with a message saying so.
 """
 
 from __future__ import annotations
@@ -56,30 +59,29 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return quantized.to(torch.int8), scale
 
 
-def int8_matmul(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
+def int8_matmul(a: torch.Tensor, b_t: torch.Tensor, pad: bool | None = None) -> torch.Tensor:
     """Exact ``a @ b_t.T`` of int8 ``[m, k]`` and ``[n, k]`` as int32 ``[m, n]``.
 
-    ``torch._int_mm`` (cuBLASLt on CUDA) needs m > 16 and k, n multiples of 8 on CUDA; the
-    operands are zero-padded to those shapes (zeros add nothing to an integer sum), so the
-    readout's ``n = 1`` and odd channel counts use it too. On the CPU ``_int_mm`` is used when
-    present, else a float64 product, which is exact: every partial sum is an integer below
-    ``k * 127^2 < 2^53``.
+    ``torch._int_mm`` (cuBLASLt on CUDA) needs m > 16 and k, n multiples of 8 there, and ``b``
+    column-major; with ``pad`` (default: on CUDA) the operands are zero-padded to those shapes
+    (zeros add nothing to an integer sum) and the result cropped, so the readout's ``n = 1``
+    and odd channel counts use it too. Without ``_int_mm`` (or a CPU build lacking its
+    kernel) a float64 product is used, which is exact: every partial sum is an integer of
+    magnitude below ``k * 127^2 < 2^53``.
     """
     m, k = a.shape
     n = b_t.shape[0]
-    if not hasattr(torch, "_int_mm"):
-        return (a.to(torch.float64) @ b_t.to(torch.float64).T).round().to(torch.int32)
-    if a.is_cuda:
+    if pad is None:
+        pad = a.is_cuda
+    if pad:
         pad_m, pad_k, pad_n = max(0, 17 - m), (-k) % 8, (-n) % 8
-        if pad_m or pad_k:
-            a = torch.nn.functional.pad(a, (0, pad_k, 0, pad_m))
-        if pad_k or pad_n:
-            b_t = torch.nn.functional.pad(b_t, (0, pad_k, 0, pad_n))
-        return torch._int_mm(a.contiguous(), b_t.contiguous().T)[:m, :n]  # b column-major
+        a = torch.nn.functional.pad(a, (0, pad_k, 0, pad_m))
+        b_t = torch.nn.functional.pad(b_t, (0, pad_k, 0, pad_n))
     try:
-        return torch._int_mm(a.contiguous(), b_t.contiguous().T)
-    except RuntimeError:  # a CPU build without the int8 kernel
-        return (a.to(torch.float64) @ b_t.to(torch.float64).T).round().to(torch.int32)
+        return torch._int_mm(a.contiguous(), b_t.contiguous().T)[:m, :n]  # b: [k, n] col-major
+    except (AttributeError, RuntimeError):  # no _int_mm, or no kernel for this device/shape
+        product = a[:m, :k].to(torch.float64) @ b_t[:n, :k].to(torch.float64).T
+        return product.to(torch.int32)
 
 
 class _Int8LinearFunction(torch.autograd.Function):
@@ -218,7 +220,8 @@ def adopt_int8_state(readout: torch.nn.Module, state_dict: dict, prefix: str) ->
     for name in _readout_linears(readout):
         layer = getattr(readout, name)
         if f"{prefix}{name}.weight_int8" in state_dict and not isinstance(layer, Int8Linear):
-            setattr(readout, name, Int8Linear.from_e3nn(layer).to(_device(layer)))
+            placeholder = Int8Linear.from_e3nn(layer).to(_device(layer))
+            setattr(readout, name, placeholder.train(layer.training))
 
 
 def _device(module: torch.nn.Module) -> torch.device:
