@@ -46,6 +46,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
     parser.add_argument("--tiny", action="store_true", help="tiny model and systems (CI)")
     parser.add_argument(
+        "--model",
+        choices=["paper", "large_L"],
+        default="paper",
+        help="paper: the rMD17 model (256 channels, L <= 2); large_L: 128 channels, L <= 3",
+    )
+    parser.add_argument(
         "--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available"
     )
     parser.add_argument(
@@ -110,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     log.propagate = False
     warnings.filterwarnings("ignore")
     started = time.perf_counter()
-    settings = settings_for(args.tiny)
+    settings = settings_for(args.tiny, args.model)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     budget = Budget(args.budget_s or (240.0 if args.tiny else 480.0))
     names = args.workloads.split(",") if args.workloads else SUITES[args.suite]
