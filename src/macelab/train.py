@@ -70,7 +70,7 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     # weights are never rounded through float32 on the way back in.
     from macelab.training import finetune
 
-    pretrained = finetune.load_pretrained(cfg.get("pretrained"))
+    pretrained = finetune.load_pretrained(cfg.get("pretrained"), datamodule.statistics)
     model_cfg = to_dict(cfg.model)
     if pretrained is not None:
         refit = bool(cfg.pretrained.get("refit_e0s", True))

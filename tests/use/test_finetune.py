@@ -1,21 +1,24 @@
 """Fine-tuning from a model pretrained in the test: same predictions at the start, frozen
-parameters fixed, E0 refit per element, unknown elements refused."""
+parameters fixed, E0 refit per element, unknown elements refused; the element table
+restricted to a subset (``pretrained.elements``) with unchanged predictions."""
 
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import pytest
 import torch
 
 from macelab.data.statistics import DatasetStatistics
 from macelab.errors import ConfigError
+from macelab.model import count_parameters
 from macelab.precision import default_dtype
 from macelab.train import run_training
 from macelab.training import finetune
 from macelab.training.checkpoint import load_model
 from macelab.training.module import MACELightningModule
-from tests.model.helpers import batch, read_molecule
+from tests.model.helpers import batch, read_molecule, small_model
 from tests.training.conftest import TINY, compose_config  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
@@ -84,3 +87,74 @@ def test_unknown_elements_are_refused(pretrained):
     )
     with pytest.raises(ConfigError, match="Si"):
         finetune.model_config(model, with_silicon, refit_e0s=True)
+
+
+# ----------------------------------------------------------- element subset (pretrained.elements)
+
+
+@pytest.mark.parametrize(
+    ("settings", "subset"),
+    [
+        ({}, [1, 6, 8]),
+        ({}, [8, 1, 6]),  # any order: the table follows the list
+        ({"embedding": "low_rank", "embedding_rank": 3}, [1, 6, 8]),
+        ({"interaction_first": "plain", "correlation": [3, 2]}, [1, 6, 8, 14]),
+    ],
+    ids=["full", "reordered", "low_rank", "plain_first_layer"],
+)
+def test_restricted_model_predicts_the_same(settings, subset, shared_data_root):
+    """Slicing every per-element table keeps energies and forces of structures whose
+    elements are in the subset (float64, to rounding) and drops parameters."""
+    model = small_model(seed=1, channels=4, **settings)
+    with torch.no_grad():  # perturb the E0s and scale so each reaches the output
+        model.atomic_energies.atomic_energies.add_(torch.arange(5.0, dtype=torch.float64))
+    restricted = finetune.restrict_elements(model, subset)
+    assert restricted.atomic_numbers == subset
+    assert count_parameters(restricted) < count_parameters(model)
+    inputs = batch([read_molecule(shared_data_root, "acac", i) for i in (0, 7)])
+    before = model(inputs, compute_forces=True)
+    after = restricted(inputs, compute_forces=True)
+    torch.testing.assert_close(after["energy"], before["energy"], rtol=1e-13, atol=1e-10)
+    torch.testing.assert_close(after["forces"], before["forces"], rtol=1e-12, atol=1e-12)
+
+
+def test_element_subset_resolution():
+    model = small_model(seed=0, channels=4)  # elements H C N O Si
+    statistics = types.SimpleNamespace(atomic_numbers=[1, 6, 8])  # the new data's elements
+    assert finetune.element_subset("data", model, statistics) == [1, 6, 8]
+    assert finetune.element_subset(["O", "H", "C", "N"], model, statistics) == [1, 6, 7, 8]
+    with pytest.raises(ConfigError, match="misses O"):
+        finetune.element_subset(["H", "C"], model, statistics)
+    with pytest.raises(ConfigError, match="does not know"):
+        finetune.element_subset(["H", "C", "O", "Fe"], model, statistics)
+    with pytest.raises(ConfigError, match="not an element"):
+        finetune.element_subset(["H", "C", "O", "Xx"], model, statistics)
+
+
+@pytest.fixture
+def pretrained_3bpa(compose_config, shared_data_root, tmp_path):  # noqa: F811
+    """A model pretrained on 3BPA (H C N O), to fine-tune on AcAc (H C O)."""
+    overrides = [*TINY, "data=3bpa", "trainer.max_epochs=1", "data.num_train=20"]
+    cfg = compose_config("train", overrides, output_dir=tmp_path / "pre3bpa")
+    run_training(cfg)
+    return tmp_path / "pre3bpa" / "checkpoints" / "best.ckpt"
+
+
+def test_finetuning_run_with_data_elements(pretrained_3bpa, compose_config, tmp_path):  # noqa: F811
+    overrides = [
+        *TINY,
+        "experiment=finetune",
+        f"pretrained.ckpt_path={pretrained_3bpa}",
+        "pretrained.elements=data",
+        "trainer.max_epochs=1",
+    ]
+    results = run_training(compose_config("train", overrides, output_dir=tmp_path / "tuned"))
+    before, _ = load_model(pretrained_3bpa)
+    after, _ = load_model(tmp_path / "tuned" / "checkpoints" / "last.ckpt", use_ema=False)
+    assert before.atomic_numbers == [1, 6, 7, 8] and after.atomic_numbers == [1, 6, 8]
+    assert count_parameters(after) < count_parameters(before)
+    start = dict(finetune.restrict_elements(before, [1, 6, 8]).named_parameters())
+    changed = [n for n, p in after.named_parameters() if not torch.equal(p, start[n])]
+    assert changed  # trained from the sliced weights (same shapes, new values)
+    energy_errors = torch.tensor([m["energy_mae_meV"] for m in results.values()])
+    assert torch.isfinite(energy_errors).all()  # tested on every AcAc test set

@@ -11,7 +11,11 @@ fixes the architecture: its hyperparameters replace ``conf/model``. Then:
   the fixed per-element shifts instead of the learned weights; other elements keep theirs;
 * ``freeze`` patterns (fnmatch on parameter names, e.g. ``embedding.*``,
   ``interactions.0.*``) mark parameters as not trained;
-* the EMA average restarts from the pretrained weights.
+* the EMA average restarts from the pretrained weights;
+* ``elements`` (``[H, C, O]``, or ``data`` for the new data's elements) restricts the
+  element table to a subset first (:func:`restrict_elements`): every per-element weight
+  keeps only its rows of those elements, so a foundation model shrinks to the chemistry of
+  the new data with the same predictions for it.
 
 Resuming a fine-tuning run (``ckpt_path=last``) restores its own checkpoint over this.
 """
@@ -22,14 +26,27 @@ import fnmatch
 from typing import Any
 
 import torch
+from e3nn import o3
 
 from macelab.errors import ConfigError
+from macelab.model.embedding import NodeEmbedding
+from macelab.model.symmetric_contraction import IrrepContraction
 
 
-def load_pretrained(cfg: Any) -> torch.nn.Module | None:
-    """The pretrained model of the ``pretrained`` config, or None if none is given."""
+def load_pretrained(cfg: Any, statistics: Any = None) -> torch.nn.Module | None:
+    """The pretrained model of the ``pretrained`` config, or None if none is given; its
+    element table restricted to ``cfg.elements`` (``data``: the elements of ``statistics``,
+    the new training data's) when that is set."""
     if cfg is None:
         return None
+    model = _load(cfg)
+    elements = cfg.get("elements")
+    if model is None or elements is None:
+        return model
+    return restrict_elements(model, element_subset(elements, model, statistics))
+
+
+def _load(cfg: Any) -> torch.nn.Module | None:
     ckpt, mace_file = cfg.get("ckpt_path"), cfg.get("mace_torch_model")
     if ckpt and mace_file:
         raise ConfigError(
@@ -104,3 +121,123 @@ def initialise(module: Any, pretrained: torch.nn.Module, freeze: list[str]) -> d
         module.ema = ExponentialMovingAverage(module.model, decay=module.ema.decay)
     trainable = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
     return {"frozen_parameters": frozen, "trainable_parameters": trainable}
+
+
+def element_subset(elements: Any, model: torch.nn.Module, statistics: Any) -> list[int]:
+    """The atomic numbers of ``pretrained.elements`` (``data``, or symbols / numbers), in
+    the order of the model's table. ConfigError if one is not in the model's table or the
+    subset misses an element of the new data."""
+    from ase.data import atomic_numbers as numbers_of
+    from ase.data import chemical_symbols
+
+    data = list(statistics.atomic_numbers) if statistics is not None else []
+    if isinstance(elements, str):
+        if elements != "data":
+            raise ConfigError(
+                f"pretrained.elements={elements!r}; give null, data, or a list such as [H, C, O]."
+            )
+        wanted = set(data)
+    else:
+        wanted = set()
+        for item in elements:
+            z = numbers_of.get(str(item)) if not str(item).isdigit() else int(item)
+            if z is None:
+                raise ConfigError(f"pretrained.elements: {item!r} is not an element symbol.")
+            wanted.add(z)
+    table = model.atomic_numbers
+    names = lambda zs: ", ".join(chemical_symbols[z] for z in sorted(zs))  # noqa: E731
+    unknown = wanted - set(table)
+    if unknown:
+        raise ConfigError(
+            f"pretrained.elements lists {names(unknown)}, which the pretrained model does not "
+            f"know (its table: {names(table)}); choose a subset of its table."
+        )
+    missing = set(data) - wanted
+    if missing:
+        raise ConfigError(
+            f"pretrained.elements ({names(wanted)}) misses {names(missing)} of the new training "
+            "data; add them to the list, or use pretrained.elements=data."
+        )
+    return [z for z in table if z in wanted]
+
+
+def restrict_elements(model: torch.nn.Module, atomic_numbers: list[int]) -> torch.nn.Module:
+    """A copy of ``model`` whose element table is ``atomic_numbers`` (a subset of its table,
+    in its order), with the same energies and forces for structures of those elements.
+
+    The per-element weights are: the node embedding (rows of its linear map, or of its
+    factors with ``embedding=low_rank``), the product basis weights ``W_z`` of every layer
+    and irrep (or their element factors), the element-dependent self-connections of the
+    updates and the element mixing of a plain first layer (the one-hot input of e3nn tensor
+    products), and the E0s. e3nn normalises a path by its number of inputs, so weights that
+    meet the one-hot input are rescaled by the ratio of the old and new path normalisations.
+    """
+    from macelab.model import MACE
+    from macelab.precision import default_dtype
+
+    table = model.atomic_numbers
+    keep = torch.tensor([table.index(z) for z in atomic_numbers])
+    config = dict(model.hyperparameters)
+    config["atomic_numbers"] = list(atomic_numbers)
+    config["atomic_energies"] = model.atomic_energies.atomic_energies[keep].tolist()
+    device = next(model.parameters()).device
+    with default_dtype(model.dtype):
+        restricted = MACE(**config).to(device)
+    target = restricted.state_dict()
+    with torch.no_grad():
+        sliced: dict[str, torch.Tensor] = {}
+        for name, new in restricted.named_modules():
+            if isinstance(new, (NodeEmbedding, IrrepContraction, o3.TensorProduct)):
+                sliced.update(_slice_module(name, model.get_submodule(name), new, keep))
+        # the element table and the E0s are buffers built from the config above
+        built = ("elements.atomic_numbers", "atomic_energies.atomic_energies")
+        for key, value in model.state_dict().items():
+            if key not in sliced and key not in built:
+                sliced[key] = value
+    wrong = [k for k, v in sliced.items() if v.shape != target[k].shape]
+    if wrong:  # a per-element table this function does not know: refuse, do not guess
+        raise RuntimeError(f"restrict_elements does not know how to slice {wrong}")
+    result = restricted.load_state_dict(sliced, strict=False)
+    if result.unexpected_keys or set(result.missing_keys) - set(built):
+        raise RuntimeError(f"restrict_elements: state mismatch {result}")
+    for new, old in zip(restricted.products, model.products, strict=True):
+        pairs = zip(new.contraction.contractions, old.contraction.contractions, strict=True)
+        for c_new, c_old in pairs:
+            c_new.active_correlation = c_old.active_correlation
+    return restricted.eval()
+
+
+def _slice_module(
+    name: str, old: torch.nn.Module, new: torch.nn.Module, keep: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The sliced per-element tensors of one module (state-dict keys), or {}."""
+    prefix = f"{name}." if name else ""
+    out: dict[str, torch.Tensor] = {}
+    if isinstance(old, NodeEmbedding):
+        if old.factors is not None:
+            out[f"{prefix}factors"] = old.factors[keep]
+        else:  # linear map from the one-hot input: rows are elements
+            out[f"{prefix}linear.weight"] = _slice_e3nn(old.linear, new.linear, keep, axis=0)
+    elif isinstance(old, IrrepContraction):
+        if old.element_factors is not None:
+            out[f"{prefix}element_factors"] = old.element_factors[keep]
+        else:
+            for nu, weights in old.weights.items():
+                out[f"{prefix}weights.{nu}"] = weights[keep]
+    elif isinstance(old, o3.TensorProduct) and name.endswith(("self_connection", "element_mixing")):
+        out[f"{prefix}weight"] = _slice_e3nn(old, new, keep, axis=1)  # input 2: the one-hot
+    return out
+
+
+def _slice_e3nn(old: Any, new: Any, keep: torch.Tensor, axis: int) -> torch.Tensor:
+    """The flat weight of e3nn block ``new``: each instruction's weights of ``old`` sliced
+    to ``keep`` along ``axis`` (the one-hot input), times old/new path normalisation."""
+    pieces = []
+    for (_, ins_old, w_old), (_, ins_new, _) in zip(
+        old.weight_views(yield_instruction=True),
+        new.weight_views(yield_instruction=True),
+        strict=True,
+    ):
+        ratio = ins_old.path_weight / ins_new.path_weight
+        pieces.append((w_old.index_select(axis, keep) * ratio).reshape(-1))
+    return torch.cat(pieces)
