@@ -111,7 +111,7 @@ def measure(
 ) -> dict[str, Any]:
     """One row: float vs INT8 readout on one system, device and precision."""
     from macelab.data.graph import atoms_to_graph
-    from macelab.model.quantized import quantize_readout
+    from macelab.model.quantized import int8_matmul_backend, quantize_readout
     from macelab.precision.inference import for_inference
 
     torch_device = torch.device(device)
@@ -140,6 +140,7 @@ def measure(
         "edges": int(graph.edge_index.shape[1]),
         "device": device,
         "precision": precision,
+        "int8_product": int8_matmul_backend(device),
         "float_ms": timings["float"],
         "int8_ms": timings["int8"],
         "speedup": timings["float"] / timings["int8"],
@@ -165,8 +166,8 @@ def markdown(record: dict[str, Any]) -> str:
         "",
         "| system | atoms | device | precision | float ms | int8 ms | speed-up | readout ms "
         "(float / int8) | readout share | ΔE meV | ΔE meV/atom | ΔF RMSE meV/Å | ΔF max meV/Å "
-        "| ΔF / F RMS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| ΔF / F RMS | int8 product |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in record["rows"]:
         lines.append(
@@ -176,7 +177,8 @@ def markdown(record: dict[str, Any]) -> str:
             f"{100 * r['readout_share']:.2f}% | {r['energy_int8_float_meV']:.3g} | "
             f"{r['energy_int8_float_meV_per_atom']:.3g} | "
             f"{r['forces_int8_float_rmse_meV_per_A']:.3g} | "
-            f"{r['forces_int8_float_max_meV_per_A']:.3g} | {r['forces_relative_rmse']:.2e} |"
+            f"{r['forces_int8_float_max_meV_per_A']:.3g} | {r['forces_relative_rmse']:.2e} | "
+            f"{r['int8_product']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,7 @@ from macelab.model.quantized import (
     Int8Linear,
     Int8TrainingError,
     int8_matmul,
+    int8_matmul_backend,
     quantize_readout,
     quantize_rows,
     quantize_weight,
@@ -62,6 +63,18 @@ def test_int8_matmul_is_the_exact_integer_product(m, k, n, pad):
     product = int8_matmul(a, b, pad=pad)  # pad=True: the CUDA path's shapes, on the CPU
     assert product.dtype == torch.int32 and product.shape == (m, n)
     assert torch.equal(product.long(), a.long() @ b.long().T)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_int8_matmul_on_cuda_uses_int_mm_and_is_exact():
+    assert int8_matmul_backend("cuda") == "torch._int_mm"
+    generator = torch.Generator().manual_seed(0)
+    for m, k, n in ((3, 13, 1), (1000, 256, 16), (40, 16, 1)):
+        a = torch.randint(-127, 128, (m, k), generator=generator, dtype=torch.int8)
+        b = torch.randint(-127, 128, (n, k), generator=generator, dtype=torch.int8)
+        product = int8_matmul(a.cuda(), b.cuda()).cpu()
+        assert torch.equal(product.long(), a.long() @ b.long().T)
 
 
 def test_int8_linear_equals_the_dequantized_reference_to_rounding():

@@ -84,6 +84,17 @@ def int8_matmul(a: torch.Tensor, b_t: torch.Tensor, pad: bool | None = None) -> 
         return product.to(torch.int32)
 
 
+def int8_matmul_backend(device: str | torch.device = "cpu") -> str:
+    """Which product :func:`int8_matmul` runs on ``device``: ``torch._int_mm`` or the exact
+    float64 fallback (for benchmark records: the fallback is silent by design)."""
+    a = torch.ones(17, 8, dtype=torch.int8, device=device)
+    try:
+        torch._int_mm(a, a[:8].contiguous().T)
+    except (AttributeError, RuntimeError):
+        return "float64 fallback"
+    return "torch._int_mm"
+
+
 class _Int8LinearFunction(torch.autograd.Function):
     """``y = dequant(int8(x) @ Wq^T)``; backward w.r.t. x with the dequantised weights."""
 
