@@ -20,6 +20,7 @@ import torch
 from macelab import export
 from macelab.interop import mace_torch_inputs
 from tests.model.helpers import batch, read_molecule, silicon_cell, small_model
+from tests.training.conftest import TINY, compose_config  # noqa: F401 (fixture)
 
 ELEMENTS = [1, 6, 8, 14]
 E0 = [-13.6, -1029.0, -2041.0, -7800.0]
@@ -198,3 +199,45 @@ def test_torchscript_runs_in_plain_torch(model, structures, tmp_path):
         ref = model(g, compute_forces=True)
         torch.testing.assert_close(energy, ref["energy"].detach(), rtol=0, atol=1e-9)
         torch.testing.assert_close(forces, ref["forces"], rtol=0, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------- the command line
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "macelab.export", *args, f"hydra.run.dir={cwd / 'export'}"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_cli_exports_a_trained_checkpoint(compose_config, shared_data_root, tmp_path):  # noqa: F811
+    from macelab.train import run_training
+    from macelab.training.checkpoint import load_model
+
+    run_training(compose_config("train", [*TINY, "trainer.max_epochs=1"], tmp_path / "run"))
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    result = _cli([f"ckpt_path={ckpt}", "format=pt2", "out=deploy/model.pt2"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    program = torch.export.load(str(tmp_path / "deploy" / "model.pt2")).module()
+    model, _ = load_model(ckpt)
+    graphs = batch([read_molecule(shared_data_root, "acac", 9)], r_max=model.r_max)
+    energy, forces = program(*pt2_inputs(graphs))
+    ref = model(graphs, compute_forces=True)
+    torch.testing.assert_close(energy, ref["energy"].detach(), rtol=0, atol=1e-10)
+    torch.testing.assert_close(forces, ref["forces"], rtol=0, atol=1e-10)
+
+
+def test_cli_user_errors_exit_with_one_paragraph(tmp_path):
+    for args, message in (
+        (["ckpt_path=missing.ckpt"], "does not exist"),
+        ([f"ckpt_path={__file__}", "format=onnx"], "choose one of pt2"),
+    ):
+        result = _cli(args, tmp_path)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.startswith("error:") and message in result.stderr
+        assert "Traceback" not in result.stderr
