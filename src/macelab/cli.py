@@ -30,7 +30,9 @@ def debug_enabled() -> bool:
 def format_user_error(error: BaseException) -> str:
     """The error as one wrapped paragraph, prefixed with ``error:``."""
     text = " ".join(str(error).split())
-    return textwrap.fill(f"error: {text}", width=100, break_long_words=False)
+    return textwrap.fill(
+        f"error: {text}", width=100, break_long_words=False, break_on_hyphens=False
+    )
 
 
 def find_user_error(error: BaseException | None) -> MacelabError | None:

@@ -6,7 +6,6 @@ and shows no Python traceback; non-finite losses stop the run naming the step.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,15 +14,14 @@ import pytest
 import torch
 
 from macelab.training.module import MACELightningModule, NonFiniteLossError
+from tests.cli import cli_env
 from tests.training.helpers import synthetic_batch
 
 pytestmark = pytest.mark.slow
 
 
 def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MACELAB_CACHE": str(tmp_path / "cache")}
-    env.pop("MACELAB_DEBUG", None)
-    env.pop("HYDRA_FULL_ERROR", None)
+    env = cli_env(MACELAB_CACHE=str(tmp_path / "cache"))
     return subprocess.run(
         [sys.executable, "-m", "macelab.train", *args, f"hydra.run.dir={tmp_path / 'run'}"],
         capture_output=True,

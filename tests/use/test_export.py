@@ -1,8 +1,8 @@
 """Exported models run without macelab and give the Python model's energies and forces.
 
 The ``pt2`` and ``torchscript`` files are loaded in a subprocess that imports only torch
-(macelab's source is removed from ``sys.path`` there, and the test asserts that neither
-macelab nor e3nn was imported); the ``mace_torch`` file is loaded by mace-torch's own ASE
+(an import hook refuses macelab, e3nn and mace there, and the test asserts that none of
+them was imported); the ``mace_torch`` file is loaded by mace-torch's own ASE
 calculator and its LAMMPS export. All in float64, on real molecules of the shared data, a
 periodic cell and batches of several sizes (the exported program has dynamic sizes).
 """
@@ -19,6 +19,7 @@ import torch
 
 from macelab import export
 from macelab.interop import mace_torch_inputs
+from tests.cli import cli_env
 from tests.model.helpers import batch, read_molecule, silicon_cell, small_model
 from tests.training.conftest import TINY, compose_config  # noqa: F401 (fixture)
 
@@ -26,13 +27,25 @@ ELEMENTS = [1, 6, 8, 14]
 E0 = [-13.6, -1029.0, -2041.0, -7800.0]
 
 # Runs in a fresh interpreter: plain torch only. argv: kind (pt2|torchscript), model, inputs,
-# outputs. Removes every path that could make macelab importable before importing torch.
+# outputs. A meta-path finder placed first refuses macelab, e3nn and mace whatever way they
+# are installed (editable .pth, import hook or site-packages), so loading the file cannot
+# reach them; the last line also checks none of them was imported.
 PLAIN_TORCH = """
 import sys
-sys.path = [p for p in sys.path if not p.rstrip("/").endswith(("src", "main")) and p != ""]
-sys.meta_path = [f for f in sys.meta_path if "editable" not in type(f).__name__.lower()]
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("macelab", "e3nn", "mace"):
+            raise ImportError(f"plain-torch check: {name} must not be imported")
+        return None
+
+sys.meta_path.insert(0, Refuse())
 import importlib.util
-assert importlib.util.find_spec("macelab") is None, "macelab is importable"
+try:
+    importlib.util.find_spec("macelab")
+    raise AssertionError("macelab is importable")
+except ImportError:
+    pass
 import torch
 kind, model_file, inputs_file, outputs_file = sys.argv[1:]
 cases = torch.load(inputs_file)
@@ -210,6 +223,7 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         cwd=cwd,
+        env=cli_env(),
         timeout=600,
     )
 

@@ -5,7 +5,6 @@ the float model; user errors."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -20,6 +19,7 @@ from macelab.model.quantized import readout_format
 from macelab.quantize import run_quantize
 from macelab.train import run_training
 from macelab.training.checkpoint import load_model
+from tests.cli import cli_env
 from tests.training.conftest import TINY, compose_config  # noqa: F401 (fixture)
 
 # Stated bounds for the tiny AcAc model trained below (2 short epochs, float64). Measured on
@@ -30,7 +30,7 @@ FORCE_RELATIVE_BOUND = 0.01  # int8-float force RMSE / float-label force RMSE
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
+    return cli_env()
 
 
 @pytest.mark.slow
