@@ -14,4 +14,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 args=(--budget-s "${BUDGET_S:-45}" --out "$out")
 [[ -n "${PRECISIONS:-}" ]] && args+=(--precisions "$PRECISIONS")
 python3 benchmarks/precision_budget.py "${args[@]}" 2>&1 | tee "$out/log.txt"
-exit "${PIPESTATUS[0]}"
+status="${PIPESTATUS[0]}"
+# The runs' logs and results come back; checkpoints (hundreds of MB) do not.
+[[ -d "$out/runs" ]] && tar --exclude='*.ckpt' -czf "$out/runs.tar.gz" -C "$out" runs \
+    && rm -rf "$out/runs"
+exit "$status"

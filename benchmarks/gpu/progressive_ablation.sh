@@ -15,5 +15,6 @@ python3 benchmarks/progressive_ablation.py --budget-s "${BUDGET_S:-150}" \
     --schedule "${SCHEDULE:-0:1,4:2,8:3}" --precision "${PRECISION:-32}" --out "$out" 2>&1 \
     | tee "$out/log.txt"
 status="${PIPESTATUS[0]}"
-tar -czf "$out/runs.tar.gz" -C "$out" runs && rm -rf "$out/runs"
+# The runs' logs and results come back; checkpoints (hundreds of MB) do not.
+tar --exclude='*.ckpt' -czf "$out/runs.tar.gz" -C "$out" runs && rm -rf "$out/runs"
 exit "$status"
