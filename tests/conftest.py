@@ -26,3 +26,19 @@ def shared_data_root() -> Path:
             "../shared/data exists)"
         )
     return root
+
+
+@pytest.fixture(autouse=True)
+def _restore_lightning_rank():
+    """Put Lightning's process-wide rank back after each test.
+
+    Building a DDP trainer (even one that starts no process, as the SLURM and torchrun
+    configuration tests do) sets ``rank_zero_only.rank`` from the cluster environment; a
+    later training test in the same pytest worker would then believe it is rank 3 and
+    write no logs or ``metrics.csv``.
+    """
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    saved = getattr(rank_zero_only, "rank", 0)
+    yield
+    rank_zero_only.rank = saved
