@@ -33,3 +33,21 @@ def test_graphed_training_matches_eager(compose_config, tmp_path):
         for name, value in metrics.items():
             if isinstance(value, float):
                 assert results[True][test_set][name] == pytest.approx(value, rel=1e-6), name
+
+
+def test_compiled_training_matches_eager(compose_config, tmp_path):
+    """training.compile_step=true (make_fx + Inductor, replayed from CUDA graphs), float64,
+    stage two included (a second program for its loss weights): the eager run's metrics."""
+    common = [o for o in TINY if o != "trainer.accelerator=cpu"]
+    common += ["trainer.accelerator=gpu", "trainer.devices=1", "training.stage_two.start_epoch=1"]
+    results = {}
+    for compiled in (False, True):
+        run = tmp_path / f"compiled_{compiled}"
+        flags = ["training.compile_step=true", "training.cuda_graphs=true"] if compiled else []
+        cfg = compose_config("train", [*common, *flags], output_dir=run)
+        run_training(cfg)
+        results[compiled] = json.loads((run / "results.json").read_text())
+    for test_set, metrics in results[False].items():
+        for name, value in metrics.items():
+            if isinstance(value, float):
+                assert results[True][test_set][name] == pytest.approx(value, rel=1e-6), name

@@ -215,7 +215,17 @@ def _wrap(module: torch.nn.Module, precision: StagePrecision, check: str | None 
 
     module._macelab_unwrapped_forward = forward
     module._macelab_precision = precision
+    module._macelab_check = check
     module.forward = run
+
+
+def copy_policy(source: torch.nn.Module, target: torch.nn.Module) -> None:
+    """Give every stage of ``target`` the precision of the same-named stage of ``source``
+    (a copy of the architecture, e.g. the TorchScript-free model the compiled paths trace)."""
+    for name, module in source.named_modules():
+        precision = module.__dict__.get("_macelab_precision")
+        if precision is not None:
+            _wrap(target.get_submodule(name), precision, module.__dict__.get("_macelab_check"))
 
 
 def apply_policy(model: torch.nn.Module, policy: Policy) -> dict[str, StagePrecision]:
@@ -238,3 +248,4 @@ def remove_policy(model: torch.nn.Module) -> None:
         if forward is not None:
             module.__dict__.pop("forward", None)
             module.__dict__.pop("_macelab_precision", None)
+            module.__dict__.pop("_macelab_check", None)

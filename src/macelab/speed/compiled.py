@@ -33,6 +33,7 @@ def plain_copy(model: torch.nn.Module) -> torch.nn.Module:
     import e3nn
 
     from macelab.model import MACE
+    from macelab.precision.policy import copy_policy
 
     parameter = next(model.parameters())
     previous = e3nn.get_optimization_defaults()
@@ -45,6 +46,7 @@ def plain_copy(model: torch.nn.Module) -> torch.nn.Module:
         e3nn.set_optimization_defaults(**previous)
         torch.set_default_dtype(previous_dtype)
     plain.load_state_dict(model.state_dict())
+    copy_policy(model, plain)  # a precision policy's stages keep their dtypes
     plain = plain.to(device=parameter.device, dtype=parameter.dtype).eval()
     plain.requires_grad_(False)
     plain.elements.check_inputs = False  # checked by CompiledPotential before each call

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from macelab.data.statistics import DatasetStatistics
-from macelab.errors import MacelabError
+from macelab.errors import ConfigError, MacelabError
 from macelab.training.ema import ExponentialMovingAverage
 from macelab.training.loss import EnergyForcesLoss, LossWeights
 from macelab.training.metrics import EnergyForceMetrics
@@ -115,6 +115,10 @@ class MACELightningModule(L.LightningModule):
         test_set_names: names of the test loaders, in order.
         cuda_graphs: replay each training step (forward, forces, loss, backward) from a
             CUDA graph per shape bucket (``macelab.speed.train_step``); one GPU only.
+        compile_step: trace each training step (forces and the loss's double backward
+            included) into one program per shape bucket and compile it with Inductor
+            (``macelab.speed.compiled_train``); replayed from CUDA graphs with
+            ``cuda_graphs``. One device, precision 32 or 64.
         run_config: the whole resolved run config, stored so that a checkpoint alone can be
             evaluated on the data it was trained for.
     """
@@ -133,6 +137,7 @@ class MACELightningModule(L.LightningModule):
         test_set_names: list[str] | None = None,
         run_config: dict[str, Any] | None = None,
         cuda_graphs: bool = False,
+        compile_step: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -174,7 +179,9 @@ class MACELightningModule(L.LightningModule):
         self._validated_epoch = -1
         self._ema_backup: dict[str, Tensor] | None = None
         self.cuda_graphs = bool(cuda_graphs)
-        self._graphed_step = None  # macelab.speed.train_step.GraphedTrainStep, built lazily
+        self.compile_step = bool(compile_step)
+        # macelab.speed's GraphedTrainStep or CompiledTrainStep, built lazily
+        self._graphed_step = None
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, batch, training: bool = False) -> dict[str, Tensor | None]:
@@ -213,14 +220,17 @@ class MACELightningModule(L.LightningModule):
             weights.forces = self.base_weights.forces
             weights.stress = self.base_weights.stress
 
-    def _graphed(self):
-        """The CUDA-graph training step, checked against what it cannot do."""
-        if self._graphed_step is None:
-            from macelab.errors import ConfigError
-            from macelab.speed.train_step import GraphedTrainStep
+    @property
+    def _fast_step(self) -> bool:
+        """Steps whose gradients come from a captured or compiled program, not backward."""
+        return self.cuda_graphs or self.compile_step
 
+    def _graphed(self):
+        """The CUDA-graph or compiled training step, checked against what it cannot do."""
+        if self._graphed_step is None:
+            option = "training.compile_step" if self.compile_step else "training.cuda_graphs"
             problem = None
-            if self.device.type != "cuda":
+            if self.cuda_graphs and self.device.type != "cuda":
                 problem = f"needs a CUDA GPU, but the model is on {self.device}"
             elif self.trainer.world_size > 1:
                 problem = "runs on one device, but this run uses DDP"
@@ -228,20 +238,40 @@ class MACELightningModule(L.LightningModule):
                 problem = "does not combine with fp16 loss scaling (16-mixed)"
             if problem:
                 raise ConfigError(
-                    f"training.cuda_graphs=true {problem}; set training.cuda_graphs=false "
+                    f"{option}=true {problem}; set {option}=false "
                     "(or train on one GPU in 32, 64 or bf16-mixed)."
                 )
-            self._graphed_step = GraphedTrainStep(
-                self.model, self.loss_fn, compute_stress=self.compute_stress
-            )
+            if self.compile_step:
+                from macelab.speed.compiled_train import CompiledTrainStep
+
+                try:
+                    self._graphed_step = CompiledTrainStep(
+                        self.model,
+                        self.loss_fn,
+                        compute_stress=self.compute_stress,
+                        cuda_graphs=self.cuda_graphs,
+                    )
+                except ValueError as error:
+                    raise ConfigError(f"training.compile_step=true: {error}") from None
+            else:
+                from macelab.speed.train_step import GraphedTrainStep
+
+                self._graphed_step = GraphedTrainStep(
+                    self.model, self.loss_fn, compute_stress=self.compute_stress
+                )
         return self._graphed_step
 
     def training_step(self, batch, batch_idx: int) -> Tensor | None:
         self.batches_done_in_epoch += 1
-        if self.cuda_graphs:
+        if self._fast_step:
             # Loss weights are constants of a capture: stage two captures its own graphs.
             weights = tuple(asdict(self.loss_fn.weights).values())
-            terms, output = self._graphed()(batch, key=weights)
+            try:
+                terms, output = self._graphed()(batch, key=weights)
+            except ValueError as error:  # autocast met when the first step is traced
+                if not self.compile_step:
+                    raise
+                raise ConfigError(f"training.compile_step=true: {error}") from None
             # The gradients are already in .grad; Lightning's backward is skipped (below).
             loss = terms["loss"].requires_grad_()
         else:
@@ -268,11 +298,11 @@ class MACELightningModule(L.LightningModule):
         return loss
 
     def backward(self, loss: Tensor, *args, **kwargs) -> None:
-        if not self.cuda_graphs:  # graphed steps computed their gradients in the replay
+        if not self._fast_step:  # graphed steps computed their gradients in the replay
             super().backward(loss, *args, **kwargs)
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer) -> None:
-        if not self.cuda_graphs:  # each replay overwrites the graph's gradient tensors
+        if not self._fast_step:  # each replay or compiled call sets the gradient tensors
             super().optimizer_zero_grad(epoch, batch_idx, optimizer)
 
     def optimizer_step(self, *args, **kwargs) -> None:
