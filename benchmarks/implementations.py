@@ -11,9 +11,11 @@ Every other path is derived from it, so weights are identical everywhere:
 * ``macelab+graphs``: the macelab model replayed from CUDA graphs (``macelab.speed``):
   inference through ``GraphedPotential``, training steps through ``GraphedTrainStep``
   (inputs padded to shape buckets, padding included in the timing);
-* ``macelab+compiled``: inference only, ``CompiledPotential`` (the call traced through its
-  force backward by ``make_fx``, compiled by Inductor, replayed from CUDA graphs; compile
-  time is in ``setup_s`` of the first record only).
+* ``macelab+compiled``: inference through ``CompiledPotential`` (the call traced through
+  its force backward by ``make_fx``, compiled by Inductor, replayed from CUDA graphs;
+  compile time is in ``setup_s`` of the first record only), training steps through
+  ``CompiledTrainStep`` (the same, through the loss's double backward too; compile time in
+  the record's ``compile_s``; precision 32 or 64 only).
 
 A :class:`Path` runs ``(energy [n_graphs], forces [n_atoms, 3])`` on an inputs object that
 :meth:`Path.prepare` makes once per batch, so input conversion is never timed.

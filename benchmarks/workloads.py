@@ -144,19 +144,24 @@ def training(
         for b in batches
     ]
     graphed = None
-    if path.implementation == MACELAB_GRAPHS:
+    if path.implementation in (MACELAB_GRAPHS, MACELAB_COMPILED):
+        from macelab.speed.compiled_train import CompiledTrainStep
         from macelab.speed.train_step import GraphedTrainStep
         from macelab.training.loss import EnergyForcesLoss, LossWeights
 
         # The same loss as loss_fn below, on label masks so that padding does not count.
         loss = EnergyForcesLoss(LossWeights(energy=ENERGY_WEIGHT, forces=FORCES_WEIGHT))
-        graphed = GraphedTrainStep(model.train(), loss)
+        if path.implementation == MACELAB_GRAPHS:
+            graphed = GraphedTrainStep(model.train(), loss)
+        else:  # traced through the double backward, Inductor, CUDA graphs
+            graphed = CompiledTrainStep(model.train(), loss, cuda_graphs=device.type == "cuda")
 
     def step(k: int) -> None:
         i = k % len(inputs)
         if graphed is not None:
             with path.graph_context()():
-                graphed(inputs[i])
+                _, output = graphed(inputs[i])
+            step.last = (output["energy"], output["forces"])  # type: ignore[attr-defined]
             optimizer.step()
             return
         optimizer.zero_grad(set_to_none=True)
@@ -191,19 +196,23 @@ def train_step(ctx: Context, batch_size: int) -> None:
         record = new_record("train_step", "", "", system, ctx.common)
 
         def body(path: Path = path, record: dict = record) -> None:
-            if path.implementation == MACELAB_COMPILED:
-                record["skipped"] = "inference path (CompiledPotential has frozen weights)"
-                return
             inputs = [path.prepare(b) for b in batches]
-            energy, forces = path.forward(inputs[0], training=True)
-            record["correctness"] = check(path, energy, forces, ref(), system["label"])
-            del energy, forces
+            compiled = path.implementation == MACELAB_COMPILED
             flops = _flops(ctx, batches, "training", path)
             record["flops"] = flops
-            if not record["correctness"]["passed"]:
-                record["refused"] = refusal(record["correctness"])
-                return
             with training(path, inputs, batches, ctx.device) as step:
+                if compiled:  # the compiled step's own predictions, before its first update
+                    started = time.perf_counter()
+                    step(0)
+                    record["compile_s"] = round(time.perf_counter() - started, 1)
+                    energy, forces = step.last
+                else:
+                    energy, forces = path.forward(inputs[0], training=True)
+                record["correctness"] = check(path, energy, forces, ref(), system["label"])
+                del energy, forces
+                if not record["correctness"]["passed"]:
+                    record["refused"] = refusal(record["correctness"])
+                    return
                 timing = time_calls(step, ctx.device, s.train_reps)
             rate = batch_size / (timing.ms * 1e-3)
             record["speed"] = speed_fields(ctx, path, timing, rate, "configurations/s", flops)
