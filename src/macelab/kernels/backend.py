@@ -1,0 +1,61 @@
+"""Choosing how the symmetric contractions of a model are computed.
+
+``set_backend(model, "triton")`` gives every :class:`SymmetricContraction` (all its output
+irreps in one kernel) and every :class:`IrrepContraction` of ``model`` a forward of that
+backend, as an instance attribute; parameters, buffers and state-dict keys are untouched, and
+``set_backend(model, "e3nn")`` removes it again (the class's dense einsum forward).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from macelab.kernels.sparse_cg import sparse_contraction, weight_tables
+from macelab.kernels.sparse_torch import sparse_contract
+from macelab.kernels.triton_contraction import triton_available, triton_contract
+from macelab.model.symmetric_contraction import IrrepContraction, SymmetricContraction
+
+BACKENDS = ("e3nn", "sparse_torch", "triton")
+_ATTRIBUTE = "_contraction_backend"
+
+
+def check_backend(backend: str) -> None:
+    """Raise ValueError if ``backend`` is unknown or cannot run here."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown contraction backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "triton" and (reason := triton_available()) is not None:
+        raise ValueError(f"the 'triton' contraction backend cannot run: {reason}")
+
+
+def contract(
+    module: torch.nn.Module, backend: str, features: torch.Tensor, node_attrs: torch.Tensor
+) -> torch.Tensor:
+    """The forward of ``module`` (A ``[n, C, K]``, one-hot ``[n, E]`` -> ``[n, out_dim]``)
+    through ``backend`` ("sparse_torch" or "triton")."""
+    sparse = sparse_contraction(module)
+    tables = weight_tables(module, sparse)
+    if backend == "triton":
+        return triton_contract(features, node_attrs, tables, sparse)
+    return sparse_contract(features, node_attrs, tables, sparse)
+
+
+def set_backend(model: torch.nn.Module, backend: str) -> torch.nn.Module:
+    """Compute every symmetric contraction in ``model`` with ``backend`` ("e3nn", the dense
+    default; "sparse_torch"; "triton"). Returns ``model`` (changed in place)."""
+    check_backend(backend)
+    for module in model.modules():
+        if not isinstance(module, SymmetricContraction | IrrepContraction):
+            continue
+        module.__dict__.pop("forward", None)
+        module.__dict__.pop(_ATTRIBUTE, None)
+        if backend != "e3nn":
+            module.forward = functools.partial(contract, module, backend)
+            module.__dict__[_ATTRIBUTE] = backend
+    return model
+
+
+def get_backend(module: torch.nn.Module) -> str:
+    """The backend of one contraction module ("e3nn" unless :func:`set_backend` chose one)."""
+    return module.__dict__.get(_ATTRIBUTE, "e3nn")
