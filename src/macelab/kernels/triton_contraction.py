@@ -79,7 +79,9 @@ def _kernel(interpret: bool) -> Any:
         z = tl.load(z_ptr + atoms, mask=atom_ok, other=0).to(tl.int64)
         t_rows = t_ptr + z[:, None] * NUM_TERMS * channels + chans[None, :]  # [BN, BC]
         acc_dtype = tl.float64 if ACC_FP64 else tl.float32
-        acc = tl.zeros([BLOCK_N, BLOCK_C], dtype=acc_dtype)
+        # tl.full, not tl.zeros: the latter is a jitted helper, which the interpreter refuses
+        # when triton was imported before TRITON_INTERPRET was set
+        acc = tl.full([BLOCK_N, BLOCK_C], 0.0, dtype=acc_dtype)
         # One pass over the terms, sorted by output row; a row is written after its last
         # term. (The bound is a constexpr: Triton 3.5's interpreter cannot take a loaded
         # scalar as a loop bound under numpy >= 2.3.)
@@ -99,7 +101,7 @@ def _kernel(interpret: bool) -> Any:
                 stride = tl.load(row_stride_ptr + row)
                 out = out_ptr + atoms64[:, None] * out_dim + base + chans[None, :] * stride
                 tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
-                acc = tl.zeros([BLOCK_N, BLOCK_C], dtype=acc_dtype)
+                acc = tl.full([BLOCK_N, BLOCK_C], 0.0, dtype=acc_dtype)
 
     return contraction_kernel
 
