@@ -143,7 +143,8 @@ class CompiledTrainStep:
         constants = {k: v for k, v in padded.items() if not torch.is_tensor(v)}
         program = _Program(keys, [], [k for k in OUTPUT_KEYS if self._has(k)])
         step = self._step_function(program, constants)  # names the loss terms when traced
-        traced = make_fx(step)(*self.parameters, *[padded[k] for k in keys])
+        fields = [padded[k] for k in keys]
+        traced = make_fx(step)(*self.parameters, *fields)
         program.compiled = torch.compile(
             traced, backend=self.backend, dynamic=False, fullgraph=True
         )
