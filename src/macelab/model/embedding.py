@@ -14,6 +14,7 @@ import torch
 from e3nn import o3
 
 from macelab.errors import MacelabError
+from macelab.model.compressed_tables import fake_quantize_e3nn
 
 MAX_ATOMIC_NUMBER = 118
 
@@ -86,11 +87,18 @@ class NodeEmbedding(torch.nn.Module):
     An e3nn ``o3.Linear``, so weights (and their normalisation) are those of mace-torch's
     ``LinearNodeEmbeddingBlock``. With ``rank`` the table is compressed to
     ``W = F V``: element factors ``F`` ``[n_elements, rank]`` then a linear map from rank
-    to channels (full rank with ``F = I`` is the plain embedding exactly).
+    to channels (full rank with ``F = I`` is the plain embedding exactly). With ``int8``
+    the table's rows (one per element) are fake-quantised to 8 bits in every forward pass
+    (:mod:`macelab.model.compressed_tables`).
     """
 
-    def __init__(self, num_elements: int, channels: int, rank: int | None = None) -> None:
+    def __init__(
+        self, num_elements: int, channels: int, rank: int | None = None, int8: bool = False
+    ) -> None:
         super().__init__()
+        if int8 and rank is not None:
+            raise ValueError("an int8 embedding quantises the full table; it takes no rank")
+        self.int8 = bool(int8)
         inputs = num_elements if rank is None else int(rank)
         self.factors: torch.nn.Parameter | None = None
         if rank is not None:
@@ -103,4 +111,7 @@ class NodeEmbedding(torch.nn.Module):
     def forward(self, node_attrs: torch.Tensor) -> torch.Tensor:
         if self.factors is not None:
             node_attrs = node_attrs @ self.factors.to(node_attrs.dtype)  # [n, rank]
+        if self.int8:
+            weight = fake_quantize_e3nn(self.linear, self.linear.weight, axis=0)
+            return self.linear(node_attrs, weight)  # [n, channels]
         return self.linear(node_attrs)  # [n, channels]

@@ -52,6 +52,9 @@ from macelab.model.radial import RadialEmbedding
 from macelab.model.readout import GATES, LinearReadout, NonLinearReadout
 
 INTERACTION_FIRST = ("residual", "plain")
+# Element tables: one row per element, factorised through embedding_rank factors, or
+# fake-quantised to 8 bits per element (docs/experiments.md, "Compressed species embeddings").
+EMBEDDINGS = ("full", "low_rank", "int8")
 
 
 class MACE(torch.nn.Module):
@@ -83,6 +86,11 @@ class MACE(torch.nn.Module):
             function class) instead of one path per coupling tree (mace-torch's default).
         apply_cutoff: multiply the envelope into the radial basis before the radial MLP
             (mace-torch's default); false multiplies it into the MLP's output.
+        embedding: the element tables (node embedding, product basis weights ``W_z``,
+            self-connection): ``full``, ``low_rank`` (factorised through ``embedding_rank``
+            learnable element factors) or ``int8`` (full tables fake-quantised to 8 bits per
+            element, for quantisation-aware training).
+        embedding_rank: the rank r of ``low_rank`` tables.
     """
 
     @quietly_built
@@ -156,11 +164,18 @@ class MACE(torch.nn.Module):
             "embedding": str(embedding),
             "embedding_rank": None if embedding_rank is None else int(embedding_rank),
         }
-        if embedding not in ("full", "low_rank"):
-            raise ValueError(f"embedding must be 'full' or 'low_rank', got {embedding!r}")
+        if embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {embedding!r}")
         if embedding == "low_rank" and not (embedding_rank and int(embedding_rank) >= 1):
             raise ValueError("embedding=low_rank needs embedding_rank >= 1")
+        if embedding == "int8" and embedding_rank is not None:
+            raise ValueError(
+                f"embedding=int8 quantises the full element tables and takes no rank, but "
+                f"embedding_rank={embedding_rank}; set embedding_rank=null (or use "
+                "embedding=low_rank for factorised tables)"
+            )
         rank = int(embedding_rank) if embedding == "low_rank" else None
+        int8 = embedding == "int8"
         num_elements = len(atomic_numbers)
         self.r_max = float(r_max)
         self.num_interactions = int(num_interactions)
@@ -170,7 +185,7 @@ class MACE(torch.nn.Module):
         self.edges = EdgeGeometry()
         self.spherical_harmonics = spherical_harmonics(max_ell)
         self.radial = RadialEmbedding(r_max, num_bessel, num_polynomial_cutoff, apply_cutoff)
-        self.embedding = NodeEmbedding(num_elements, channels, rank)
+        self.embedding = NodeEmbedding(num_elements, channels, rank, int8)
 
         # Layers: interaction (Eq. 8-9), product basis + update (Eq. 10-12), readout (Eq. 13).
         edge_irreps = sh_irreps(max_ell)
@@ -205,6 +220,7 @@ class MACE(torch.nn.Module):
                     residual=not plain,
                     reduced_cg=reduced_cg,
                     element_rank=rank,
+                    int8=int8,
                 )
             )
             if last and num_interactions > 1:

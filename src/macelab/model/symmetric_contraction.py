@@ -27,6 +27,7 @@ import torch
 from e3nn import o3
 
 from macelab.model.clebsch_gordan import generalised_cg
+from macelab.model.compressed_tables import fake_quantize_rows
 
 # Constants are kept in at least this precision, whatever dtype the module is cast to.
 _MIN_CONSTANT_BITS = 32
@@ -42,6 +43,9 @@ class IrrepContraction(torch.nn.Module):
         num_elements: size of the element table (the weights depend on ``z_i``).
         channels: C, the number of channels (each channel is contracted on its own).
         reduced_cg: use the reduced symmetric basis instead of one path per coupling tree.
+        element_rank: rank of the compressed element tables (None: one table per element).
+        int8: fake-quantise each element's weights ``W^(nu)[z]`` to 8 bits (per element and
+            order ``nu``, straight-through gradient; :mod:`.compressed_tables`).
 
     Buffers ``U_1 .. U_N`` (``[2L+1, K, ..., K, n_paths]``) are not saved in state dicts:
     they are recomputed from the hyperparameters. Parameters ``weights["nu"]`` exist only for
@@ -57,8 +61,12 @@ class IrrepContraction(torch.nn.Module):
         channels: int,
         reduced_cg: bool = False,
         element_rank: int | None = None,
+        int8: bool = False,
     ) -> None:
         super().__init__()
+        if int8 and element_rank is not None:
+            raise ValueError("int8 element tables quantise full tables; they take no rank")
+        self.int8 = bool(int8)
         self.irrep_out = o3.Irrep(irrep_out)
         self.correlation = correlation
         # Orders above this are skipped (progressive correlation order, see set_correlation).
@@ -87,9 +95,13 @@ class IrrepContraction(torch.nn.Module):
                 )
 
     def element_weights(self, nu: int) -> torch.Tensor:
-        """``W^(nu)`` for every element, ``[n_elements, P, C]`` (expanded from the factors
-        of a compressed table)."""
+        """``W^(nu)`` for every element, ``[n_elements, P, C]``: expanded from the factors of
+        a low-rank table, or fake-quantised per element for an int8 table (the weights the
+        forward pass computes with)."""
         weights = self.weights[str(nu)]
+        if self.int8:
+            rows = fake_quantize_rows(weights.reshape(weights.shape[0], -1))  # [E, P * C]
+            return rows.reshape(weights.shape)
         if self.element_factors is None:
             return weights
         return torch.einsum("er,rpc->epc", self.element_factors.to(weights.dtype), weights)
@@ -163,6 +175,7 @@ class SymmetricContraction(torch.nn.Module):
         num_elements: size of the element table.
         reduced_cg: see :mod:`macelab.model.clebsch_gordan`.
         element_rank: rank of the compressed element tables (None: one table per element).
+        int8: fake-quantise the element tables to 8 bits (``model.embedding=int8``).
 
     Input ``[n, C, K]`` (A in channel layout), output ``[n, irreps_out.dim]`` (e3nn layout).
     """
@@ -175,6 +188,7 @@ class SymmetricContraction(torch.nn.Module):
         num_elements: int,
         reduced_cg: bool = False,
         element_rank: int | None = None,
+        int8: bool = False,
     ) -> None:
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
@@ -188,7 +202,14 @@ class SymmetricContraction(torch.nn.Module):
         coupling_irreps = o3.Irreps([(1, ir) for _, ir in self.irreps_in])
         self.contractions = torch.nn.ModuleList(
             IrrepContraction(
-                coupling_irreps, ir, correlation, num_elements, mul, reduced_cg, element_rank
+                coupling_irreps,
+                ir,
+                correlation,
+                num_elements,
+                mul,
+                reduced_cg,
+                element_rank,
+                int8,
             )
             for mul, ir in self.irreps_out
         )
