@@ -480,12 +480,18 @@ def to_mace_torch(model: MACE) -> torch.nn.Module:
     dtype of ``model``. Requires mace-torch.
     """
     h: Mapping[str, Any] = model.hyperparameters
-    if h.get("embedding", "full") != "full":
+    embedding = h.get("embedding", "full")
+    if embedding != "full":
         from macelab.errors import ConfigError
 
+        kind = {
+            "low_rank": "factorises them through element factors",
+            "int8": "fake-quantises them to 8 bits",
+        }.get(embedding, "compresses them")
         raise ConfigError(
-            "this model compresses its element tables (embedding=low_rank), which mace-torch "
-            "does not have; only models with embedding=full convert to mace-torch."
+            f"this model compresses its element tables (embedding={embedding}: it {kind}), "
+            "which mace-torch does not have; only models with embedding=full convert to "
+            "mace-torch (train or fine-tune with model.embedding=full to export)."
         )
     mace_modules = _import_mace()
     classes = mace_modules.interaction_classes

@@ -6,7 +6,15 @@ names and the parameter counts.
 """
 
 from macelab.model.build import build_model, count_parameters
+from macelab.model.compressed_tables import compressed_table_bytes, int8_tables
 from macelab.model.embedding import UnknownElementError
 from macelab.model.mace import MACE
 
-__all__ = ["MACE", "UnknownElementError", "build_model", "count_parameters"]
+__all__ = [
+    "MACE",
+    "UnknownElementError",
+    "build_model",
+    "compressed_table_bytes",
+    "count_parameters",
+    "int8_tables",
+]

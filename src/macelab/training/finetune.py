@@ -30,6 +30,7 @@ from e3nn import o3
 
 from macelab.errors import ConfigError
 from macelab.model.embedding import NodeEmbedding
+from macelab.model.product import Update
 from macelab.model.symmetric_contraction import IrrepContraction
 
 
@@ -168,8 +169,10 @@ def restrict_elements(model: torch.nn.Module, atomic_numbers: list[int]) -> torc
     The per-element weights are: the node embedding (rows of its linear map, or of its
     factors with ``embedding=low_rank``), the product basis weights ``W_z`` of every layer
     and irrep (or their element factors), the element-dependent self-connections of the
-    updates and the element mixing of a plain first layer (the one-hot input of e3nn tensor
-    products), and the E0s. e3nn normalises a path by its number of inputs, so weights that
+    updates (or their element factors) and the element mixing of a plain first layer (the
+    one-hot input of e3nn tensor products), and the E0s. ``embedding=int8`` tables are
+    float masters quantised per element row, so slicing their rows keeps every element's
+    8-bit levels. e3nn normalises a path by its number of inputs, so weights that
     meet the one-hot input are rescaled by the ratio of the old and new path normalisations.
     """
     from macelab.model import MACE
@@ -187,7 +190,7 @@ def restrict_elements(model: torch.nn.Module, atomic_numbers: list[int]) -> torc
     with torch.no_grad():
         sliced: dict[str, torch.Tensor] = {}
         for name, new in restricted.named_modules():
-            if isinstance(new, (NodeEmbedding, IrrepContraction, o3.TensorProduct)):
+            if isinstance(new, (NodeEmbedding, IrrepContraction, Update, o3.TensorProduct)):
                 sliced.update(_slice_module(name, model.get_submodule(name), new, keep))
         # the element table and the E0s are buffers built from the config above
         built = ("elements.atomic_numbers", "atomic_energies.atomic_energies")
@@ -224,7 +227,13 @@ def _slice_module(
         else:
             for nu, weights in old.weights.items():
                 out[f"{prefix}weights.{nu}"] = weights[keep]
-    elif isinstance(old, o3.TensorProduct) and name.endswith(("self_connection", "element_mixing")):
+    elif isinstance(old, Update):
+        if old.element_factors is not None:  # low rank: the tensor product sees r factors
+            out[f"{prefix}element_factors"] = old.element_factors[keep]
+        elif old.self_connection is not None:
+            tp_old, tp_new = old.self_connection, new.self_connection
+            out[f"{prefix}self_connection.weight"] = _slice_e3nn(tp_old, tp_new, keep, axis=1)
+    elif isinstance(old, o3.TensorProduct) and name.endswith("element_mixing"):
         out[f"{prefix}weight"] = _slice_e3nn(old, new, keep, axis=1)  # input 2: the one-hot
     return out
 
