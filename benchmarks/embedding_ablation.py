@@ -305,25 +305,30 @@ def plot(record: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = test_names(record)
+    with_forces = [
+        n
+        for n in test_names(record)
+        if any(r.get("test", {}).get(n, {}).get("forces_rmse_meV_per_A") for r in record["runs"])
+    ]
+    test = with_forces[0] if with_forces else None
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, key, label in (
         (axes[0], "data", f"parameters at {len(record['elements'])} elements (trained)"),
         (axes[1], "foundation", f"parameters at {len(FOUNDATION_ELEMENTS)} elements"),
     ):
-        for r in record["runs"]:
+        for i, r in enumerate(record["runs"]):
             x = r.get("counts", {}).get(key, {}).get("num_parameters")
             y = r.get("val", {}).get("forces_rmse_meV_per_A")
             if x is None or y is None:
                 continue
-            ax.scatter([x], [y], marker="o", label=f"{r['variant']} (val)")
-            ax.annotate(r["variant"], (x, y), textcoords="offset points", xytext=(4, 4))
-            test = r.get("test", {}).get(names[0], {}) if names else {}
-            if test.get("forces_rmse_meV_per_A") is not None:
-                ax.scatter([x], [test["forces_rmse_meV_per_A"]], marker="x", color="grey")
-        ax.set_xscale("log")
+            ax.scatter([x], [y], marker="o", color=f"C{i}")
+            ax.annotate(r["variant"], (x, y), textcoords="offset points", xytext=(5, 5 - 10 * i))
+            y_test = r.get("test", {}).get(test, {}).get("forces_rmse_meV_per_A")
+            if y_test is not None:
+                ax.scatter([x], [y_test], marker="x", color=f"C{i}")
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
         ax.set_xlabel(label)
-    axes[0].set_ylabel("force RMSE (meV/Å): o validation" + (f", x {names[0]}" if names else ""))
+    axes[0].set_ylabel("force RMSE (meV/Å): o validation" + (f", x {test}" if test else ""))
     fig.suptitle(
         f"{record['data']}: species-embedding variants, {record['budget_s']:.0f} s each "
         f"({record['device_name']})"
