@@ -1,9 +1,12 @@
-"""Both notebooks run top to bottom (papermill) on runs made here by the real entry point:
-a tiny training run and a tiny two-run multirun."""
+"""The notebooks run top to bottom (papermill): the analysis notebooks on runs made here by
+the real entry point (a tiny training run and a tiny two-run multirun), the experiments
+notebook on benchmarks/results and on a folder with a tiny embedding ablation."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +84,65 @@ def test_model_analysis_notebook(runs, tmp_path):
         "md_energy_trace.png",
     }
     assert expected <= pngs, pngs
+
+
+def test_experiments_notebook_on_the_stored_results(tmp_path):
+    """benchmarks/results as it is: the INT8 readout and the progressive log's tables."""
+    import papermill
+
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "experiments.ipynb"),
+        str(tmp_path / "experiments.ipynb"),
+        parameters={"results_dir": str(ROOT / "benchmarks" / "results")},
+        cwd=str(tmp_path),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    for name in ("int8_readout", "progressive_phases"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 5_000, name
+
+
+def test_experiments_notebook_with_an_embedding_ablation(tmp_path):
+    """A results folder with a tiny embedding ablation made here and progressive curves."""
+    import papermill
+
+    results = tmp_path / "results"
+    results.mkdir()
+    stored = ROOT / "benchmarks" / "results"
+    shutil.copy(stored / "2026-11-24_h100_int8_readout.json", results)
+    ablation = tmp_path / "ablation"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "embedding_ablation.py"),
+            *("--tiny", "--device=cpu", "--budget-s=4", "--data=acac"),
+            *("--variants=full,low_rank:1", f"--out={ablation}"),
+        ],
+        check=True,
+        env={**_env(tmp_path), "MACELAB_OFFLINE": "1"},
+        capture_output=True,
+    )
+    shutil.copy(ablation / "embedding_ablation.json", results / "cpu_embedding_ablation.json")
+    curve = [
+        {"epoch": e, "elapsed_s": 10.0 * (e + 1), "val_F_rmse": 100.0 / (e + 1)} for e in range(3)
+    ]
+    progressive = {
+        "device_name": "CPU",
+        "runs": [{"variant": "fixed", "epochs": 3, "curve": curve}],
+    }
+    (results / "cpu_progressive_ablation.json").write_text(json.dumps(progressive))
+    out = tmp_path / "notebook"
+    out.mkdir()
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "experiments.ipynb"),
+        str(out / "experiments.ipynb"),
+        parameters={"results_dir": str(results), "figures_dir": str(out)},
+        cwd=str(tmp_path),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    for name in ("int8_readout", "progressive_ablation", "embedding_ablation"):
+        assert (out / f"{name}.png").stat().st_size > 5_000, name
+    notebook = json.loads((out / "experiments.ipynb").read_text())
+    outputs = json.dumps([c.get("outputs", []) for c in notebook["cells"]])
+    assert "low_rank:1" in outputs and "no embedding ablation" not in outputs
