@@ -14,6 +14,7 @@ export PYTHONPATH="$PWD/src:$PWD:$PYTHONPATH"
 [[ -d .gpu/data ]] && export MACELAB_DATA="$PWD/.gpu/data"
 out="${OUT:-$PWD/ablation-out}/embedding_ablation"
 runs=/tmp/embedding_ablation_runs  # outside $OUT: a timed-out call still brings back the rest
+rm -rf "$runs"  # a warm machine keeps /tmp: no stale run folders
 mkdir -p "$out" "$runs"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 benchmarks/embedding_ablation.py --budget-s "${BUDGET_S:-60}" --data "${DATA:-3bpa}" \
