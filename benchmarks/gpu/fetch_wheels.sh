@@ -32,7 +32,7 @@ download() {  # download DEST SPEC...: one wheel per spec, built here if PyPI ha
     for spec in "$@"; do
         "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
             --implementation cp --abi cp312 --abi abi3 --abi none "${PLATFORMS[@]}" \
-            -d "$dest" "$spec" 2>&1 | quiet
+            -d "$dest" "$spec" 2>&1 | quiet || true  # a missing binary is handled below
         name="${spec%%[=<>]*}"
         stem="$(echo "${name//-/_}" | tr '[:upper:]' '[:lower:]')"
         if ! ls "$dest" | tr '[:upper:]' '[:lower:]' | grep -q "^${stem}-.*\.whl$"; then
