@@ -75,6 +75,7 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     if pretrained is not None:
         refit = bool(cfg.pretrained.get("refit_e0s", True))
         model_cfg = finetune.model_config(pretrained, datamodule.statistics, refit)
+        model_cfg["backend"] = to_dict(cfg.model).get("backend", "e3nn")  # how, not what
     with default_dtype(parameter_dtype(cfg.precision)):
         module = MACELightningModule(
             model=model_cfg,

@@ -13,6 +13,10 @@ config key (null)    taken from the statistics
 ``scale``            ``rms_forces`` (mace-torch's default ``rms_forces_scaling``)
 ``shift``            ``mean_interaction_energy_per_atom`` (mace-torch's ScaleShiftMACE)
 ==================== ===========================================================
+
+``backend`` (not a hyperparameter: it changes how, not what, the model computes) picks the
+implementation of the symmetric contraction, ``e3nn`` (the readable reference),
+``sparse_torch`` or ``triton`` (:mod:`macelab.kernels`, docs/kernels.md).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ FROM_STATISTICS = ("atomic_numbers", "atomic_energies", "avg_num_neighbors", "sc
 HYPERPARAMETERS = tuple(
     name for name in inspect.signature(MACE.__init__).parameters if name != "self"
 )
+RUNTIME_KEYS = ("backend",)  # model config keys that do not change the function computed
 
 
 def model_config_dict(model_cfg: Any) -> dict[str, Any]:
@@ -53,25 +58,36 @@ def model_config_dict(model_cfg: Any) -> dict[str, Any]:
     return {str(k): v for k, v in model_cfg.items() if not str(k).startswith("_")}
 
 
-def build_model(model_cfg: Any, statistics: DatasetStatistics | None = None) -> MACE:
+def build_model(
+    model_cfg: Any,
+    statistics: DatasetStatistics | None = None,
+    *,
+    backend: str | None = None,
+) -> MACE:
     """The MACE model that ``model_cfg`` describes, completed by ``statistics``.
 
     Args:
         model_cfg: a dict or OmegaConf node with the hyperparameters of
-            :class:`~macelab.model.mace.MACE` (e.g. ``cfg.model``).
+            :class:`~macelab.model.mace.MACE` (e.g. ``cfg.model``), and optionally
+            ``backend``.
         statistics: the training set's statistics; required when any of
             ``atomic_numbers, atomic_energies, avg_num_neighbors, scale, shift`` is null.
+        backend: the contraction backend, overriding the config's ``backend``
+            (default ``e3nn``).
 
     Raises:
-        ConfigError: unknown keys, a null value without statistics, or statistics computed
-            with another cutoff than the model's ``r_max``.
+        ConfigError: unknown keys, a null value without statistics, statistics computed
+            with another cutoff than the model's ``r_max``, or a backend that cannot run here.
     """
     cfg = model_config_dict(model_cfg)
+    backend = backend or cfg.pop("backend", None) or "e3nn"
+    cfg.pop("backend", None)
     unknown = sorted(set(cfg) - set(HYPERPARAMETERS))
     if unknown:
         raise ConfigError(
             f"unknown model config keys {unknown}; the MACE hyperparameters are "
-            f"{', '.join(HYPERPARAMETERS)} (see conf/model/mace.yaml)."
+            f"{', '.join(HYPERPARAMETERS)}, and the runtime key {', '.join(RUNTIME_KEYS)} "
+            "(see conf/model/mace.yaml)."
         )
     missing = [k for k in FROM_STATISTICS if cfg.get(k) is None]
     if not cfg.get("scale_shift", True):
@@ -95,9 +111,25 @@ def build_model(model_cfg: Any, statistics: DatasetStatistics | None = None) -> 
     for key in missing:
         cfg[key] = _from_statistics(key, statistics)
     try:
-        return MACE(**cfg)
+        model = MACE(**cfg)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid model config: {error}") from error
+    return use_backend(model, backend)
+
+
+def use_backend(model: MACE, backend: str) -> MACE:
+    """``model`` with its symmetric contractions computed by ``backend``; ConfigError if
+    that backend is unknown or cannot run here."""
+    from macelab.kernels import check_backend, set_backend
+
+    try:
+        check_backend(backend)
+    except ValueError as error:
+        raise ConfigError(
+            f"model.backend={backend}: {error}. Use model.backend=e3nn (the reference path, "
+            "any device) or sparse_torch, or run where the backend can."
+        ) from error
+    return set_backend(model, backend) if backend != "e3nn" else model
 
 
 def _from_statistics(key: str, statistics: DatasetStatistics) -> Any:

@@ -7,6 +7,7 @@ config file are needed to use it.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import torch
 
 from macelab.data.statistics import DatasetStatistics
 from macelab.errors import ConfigError, MacelabError
+
+log = logging.getLogger(__name__)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -53,19 +56,35 @@ def load_model(
     *,
     use_ema: bool = True,
     map_location: str | torch.device = "cpu",
+    backend: str | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model stored in a macelab checkpoint, and the checkpoint's hyper-parameters.
 
     With ``use_ema`` (the default, as MACE evaluates) the weights are the exponential moving
-    average; otherwise the raw training weights.
+    average; otherwise the raw training weights. ``backend`` chooses the contraction
+    implementation (:mod:`macelab.kernels`); by default the one the run trained with, or
+    ``e3nn`` (logged) where that one cannot run, e.g. a Triton-trained model on a CPU: the
+    backends compute the same function.
     """
+    from macelab.kernels import check_backend
     from macelab.model import build_model
     from macelab.precision import default_dtype
 
     checkpoint = read_checkpoint(path, map_location)
     hparams = checkpoint["hyper_parameters"]
+    if backend is None:
+        backend = hparams["model"].get("backend") or "e3nn"
+        try:
+            check_backend(backend)
+        except ValueError as error:
+            log.warning("%s; %s loads with the e3nn backend", error, path)
+            backend = "e3nn"
     with default_dtype(stored_dtype(checkpoint)):
-        model = build_model(hparams["model"], DatasetStatistics.from_dict(hparams["statistics"]))
+        model = build_model(
+            hparams["model"],
+            DatasetStatistics.from_dict(hparams["statistics"]),
+            backend=backend,
+        )
     prefix = "model."
     state = {
         key[len(prefix) :]: value
@@ -90,7 +109,9 @@ def check_compatible(path: str | Path, model_cfg: dict[str, Any]) -> None:
     differing = sorted(
         key
         for key in set(saved) | set(model_cfg)
-        if saved.get(key) != model_cfg.get(key) and model_cfg.get(key) is not None
+        if saved.get(key) != model_cfg.get(key)
+        and model_cfg.get(key) is not None
+        and key != "backend"  # how the contraction is computed, not what: may change
     )
     if differing:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {model_cfg.get(k)!r}" for k in differing)
