@@ -68,7 +68,12 @@ def test_unknown_or_unavailable_backend_is_a_config_error(monkeypatch):
 
 
 @pytest.mark.slow
-def test_checkpoint_keeps_the_backend_and_loads_with_any(compose_config, tmp_path, caplog):  # noqa: F811
+def test_checkpoint_keeps_the_backend_and_loads_with_any(
+    compose_config,  # noqa: F811
+    tmp_path,
+    caplog,
+    monkeypatch,
+):
     """A tiny real run with the sparse_torch backend: finite losses, the checkpoint loads
     with its backend, with e3nn on request (same energies), and a Triton-trained
     checkpoint falls back to e3nn, logged, where Triton cannot run."""
@@ -100,6 +105,7 @@ def test_checkpoint_keeps_the_backend_and_loads_with_any(compose_config, tmp_pat
     # a checkpoint trained with triton, loaded where triton cannot run
     if torch.cuda.is_available():
         return
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     checkpoint = read_checkpoint(ckpt)
     checkpoint["hyper_parameters"]["model"]["backend"] = "triton"
     triton_ckpt = tmp_path / "triton.ckpt"

@@ -6,12 +6,16 @@ multiplies the term's factors ``A[n, c, k]`` (read from the input, cached on chi
 ``T[z_n, q, c]`` by each atom's element and accumulates in float32 (float64 for float64
 inputs), then writes the row once. No ``[n, C, (2L+1) K^(nu-1)]`` intermediate exists.
 
-Derivatives: :class:`TritonContraction` computes the forward in Triton; its backward is the
-autograd graph of :func:`~macelab.kernels.sparse_torch.contract_tables` (the same sums in
-torch ops), run on the saved inputs. When the backward itself is differentiated (the
-weight gradient of a force loss), autograd differentiates those torch ops again, so double
-backward works without a second kernel. The chain from ``T`` to the weights ``W`` is torch
-(:meth:`SparseContraction.element_tables`) outside the Function.
+Derivatives: :class:`TritonContraction` computes the forward in Triton. Its first-order
+backward (forces at inference, the energy loss's weight gradient) is a second Triton
+kernel, :func:`triton_contract_backward`: per term, ``dA[n, c, k_i] += g T prod_{j != i}
+A_{k_j}`` (read-add-write in the program's own block of atoms and channels, so no atomics)
+and ``dT[z, q, c] += sum_n g prod A`` (summed over the block's atoms of each element, then
+one atomic add per element). When the backward itself is to be differentiated (the weight
+gradient of a force loss, ``create_graph=True``), it is instead the autograd graph of
+:func:`~macelab.kernels.sparse_torch.contract_tables` (the same sums in torch ops) on the
+saved inputs, which autograd differentiates again. The chain from ``T`` to the weights
+``W`` is torch (:meth:`SparseContraction.element_tables`) outside the Function.
 """
 
 from __future__ import annotations
@@ -106,6 +110,162 @@ def _kernel(interpret: bool) -> Any:
     return contraction_kernel
 
 
+# Elements up to which dT is reduced per element inside a program (one atomic add per
+# element and term); beyond, each atom adds its own row atomically.
+MAX_REDUCED_ELEMENTS = 8
+
+
+@functools.cache
+def _backward_kernel(interpret: bool) -> Any:
+    """The jitted first-order backward, defined on first use like :func:`_kernel`."""
+    del interpret
+    import triton
+    import triton.language as tl
+
+    # The sum's combine function, jitted here and not tl.sum: tl.sum was jitted at import,
+    # which the interpreter refuses when triton was imported before TRITON_INTERPRET was set.
+    # (Triton resolves names in the module's globals, not in this closure.)
+    @triton.jit
+    def add(a, b):
+        return a + b
+
+    globals()["_combine_add"] = add
+
+    @triton.jit
+    def contraction_backward_kernel(
+        a_ptr,  # [n, C, K] contiguous
+        z_ptr,  # [n] int32 element index
+        t_ptr,  # [E, Q, C] contiguous
+        term_k_ptr,  # [Q, MAX_ORDER] int32, -1 beyond the order
+        term_row_ptr,  # [Q] int32
+        row_base_ptr,  # [R] int32
+        row_stride_ptr,  # [R] int32
+        grad_ptr,  # [n, out_dim] contiguous: dL/dm
+        da_ptr,  # [n, C, K] zeros, accumulation dtype
+        dt_ptr,  # [E, Q, C] zeros, accumulation dtype
+        n_atoms,
+        channels,
+        out_dim,
+        NUM_TERMS: tl.constexpr,
+        NUM_ELEMENTS: tl.constexpr,
+        K: tl.constexpr,
+        MAX_ORDER: tl.constexpr,
+        ACC_FP64: tl.constexpr,
+        COMPUTE_DA: tl.constexpr,
+        COMPUTE_DT: tl.constexpr,
+        REDUCE_ELEMENTS: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        atoms = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        chans = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        atom_ok = atoms < n_atoms
+        chan_ok = chans < channels
+        mask = atom_ok[:, None] & chan_ok[None, :]
+        atoms64 = atoms.to(tl.int64)
+        offsets = (atoms64[:, None] * channels + chans[None, :]) * K  # [BN, BC]
+        a_rows = a_ptr + offsets
+        da_rows = da_ptr + offsets
+        z = tl.load(z_ptr + atoms, mask=atom_ok, other=0).to(tl.int64)
+        t_rows = t_ptr + z[:, None] * NUM_TERMS * channels + chans[None, :]  # [BN, BC]
+        acc_dtype = tl.float64 if ACC_FP64 else tl.float32
+        for q in range(0, NUM_TERMS):
+            row = tl.load(term_row_ptr + q)
+            base = tl.load(row_base_ptr + row)
+            stride = tl.load(row_stride_ptr + row)
+            g_ptrs = grad_ptr + atoms64[:, None] * out_dim + base + chans[None, :] * stride
+            g = tl.load(g_ptrs, mask=mask, other=0.0).to(acc_dtype)  # [BN, BC]
+            if COMPUTE_DT:
+                k = tl.load(term_k_ptr + q * MAX_ORDER)
+                product = tl.load(a_rows + k, mask=mask, other=0.0).to(acc_dtype)
+                for xi in tl.static_range(1, MAX_ORDER):
+                    k = tl.load(term_k_ptr + q * MAX_ORDER + xi)
+                    factor = tl.load(a_rows + k, mask=mask & (k >= 0), other=1.0)
+                    product = product * factor.to(acc_dtype)
+                contribution = g * product  # zero outside the mask
+                if REDUCE_ELEMENTS:
+                    for e in tl.static_range(NUM_ELEMENTS):
+                        mine = tl.where((z == e)[:, None], contribution, 0.0)
+                        total = tl.reduce(mine, 0, _combine_add)  # noqa: F821 [BC]
+                        tl.atomic_add(
+                            dt_ptr + (e * NUM_TERMS + q) * channels + chans, total, mask=chan_ok
+                        )
+                else:
+                    dt_ptrs = dt_ptr + (z[:, None] * NUM_TERMS + q) * channels + chans[None, :]
+                    tl.atomic_add(dt_ptrs, contribution, mask=mask)
+            if COMPUTE_DA:
+                table = tl.load(t_rows + q * channels, mask=mask, other=0.0).to(acc_dtype)
+                gt = g * table
+                # d(prod_j A_kj)/dA_ki = prod_{j != i} A_kj, added once per position i (a
+                # repeated factor k is found at each of its positions: d(A^2) = 2A)
+                for i in tl.static_range(MAX_ORDER):
+                    k_i = tl.load(term_k_ptr + q * MAX_ORDER + i)
+                    partial = gt
+                    for j in tl.static_range(MAX_ORDER):
+                        if j != i:
+                            k_j = tl.load(term_k_ptr + q * MAX_ORDER + j)
+                            factor = tl.load(a_rows + k_j, mask=mask & (k_j >= 0), other=1.0)
+                            partial = partial * factor.to(acc_dtype)
+                    # read-add-write: this program alone owns these atoms and channels
+                    write = mask & (k_i >= 0)
+                    old = tl.load(da_rows + k_i, mask=write, other=0.0)
+                    tl.store(da_rows + k_i, old + partial, mask=write)
+
+    return contraction_backward_kernel
+
+
+def triton_contract_backward(
+    grad_out: torch.Tensor,  # [n, out_dim]
+    features: torch.Tensor,  # [n, C, K]
+    elements: torch.Tensor,  # [n] int32
+    tables: torch.Tensor,  # [E, Q, C], float32 or float64
+    sparse: SparseContraction,
+    compute_features: bool,
+    compute_tables: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(dL/dA [n, C, K], dL/dT [E, Q, C])`` for ``dL/dm = grad_out``, each None unless
+    asked; accumulated in the tables' dtype, returned in the inputs' dtypes."""
+    import triton
+
+    n, C, K = features.shape
+    features = features.contiguous()
+    tables = tables.contiguous()
+    grad_out = grad_out.contiguous()
+    acc = tables.dtype
+    d_features = features.new_zeros(n, C, K, dtype=acc)
+    d_tables = torch.zeros_like(tables)
+    grid = (triton.cdiv(n, BLOCK_ATOMS), triton.cdiv(C, BLOCK_CHANNELS))
+    _backward_kernel(interpreting())[grid](
+        features,
+        elements,
+        tables,
+        sparse.term_k,
+        sparse.term_row32,
+        sparse.row_base,
+        sparse.row_stride,
+        grad_out,
+        d_features,
+        d_tables,
+        n,
+        C,
+        sparse.out_dim,
+        NUM_TERMS=sparse.num_terms,
+        NUM_ELEMENTS=tables.shape[0],
+        K=K,
+        MAX_ORDER=sparse.max_order,
+        ACC_FP64=acc == torch.float64,
+        COMPUTE_DA=compute_features,
+        COMPUTE_DT=compute_tables,
+        REDUCE_ELEMENTS=tables.shape[0] <= MAX_REDUCED_ELEMENTS,
+        BLOCK_N=BLOCK_ATOMS,
+        BLOCK_C=BLOCK_CHANNELS,
+    )
+    return (
+        d_features.to(features.dtype) if compute_features else None,
+        d_tables if compute_tables else None,
+    )
+
+
 def triton_contract_tables(
     features: torch.Tensor,  # [n, C, K]
     elements: torch.Tensor,  # [n] int32
@@ -144,7 +304,8 @@ def triton_contract_tables(
 
 
 class TritonContraction(torch.autograd.Function):
-    """``(A, T) -> m``: Triton forward, torch-graph backward (differentiable again)."""
+    """``(A, T) -> m``: Triton forward; Triton backward, or the torch graph's (differentiable
+    again) when the backward is recorded for a second derivative."""
 
     @staticmethod
     def forward(
@@ -165,6 +326,12 @@ class TritonContraction(torch.autograd.Function):
         features, tables, node_attrs = ctx.saved_tensors
         wanted = ctx.needs_input_grad[:2]
         create_graph = torch.is_grad_enabled()  # True inside a create_graph=True backward
+        if not create_graph:  # a first derivative only: the Triton backward kernel
+            elements = node_attrs.argmax(dim=1).to(torch.int32)
+            d_features, d_tables = triton_contract_backward(
+                grad_out, features, elements, tables, ctx.sparse, wanted[0], wanted[1]
+            )
+            return d_features, d_tables, None, None, None
         inputs = []
         for tensor, needed in zip((features, tables), wanted, strict=True):
             if not create_graph or not tensor.requires_grad:
