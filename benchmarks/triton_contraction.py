@@ -7,15 +7,17 @@ backend, precision (fp32, bf16: module and A in that dtype; CG coefficients stay
 and size, three timed modes:
 
 - ``forward``: ``m = contraction(A, onehot)`` without autograd;
-- ``backward``: forward, then ``dE/dA`` and ``dE/dW`` of ``E = sum(m * probe)`` (inference
-  forces need dE/dA);
+- ``forces``: forward, then ``dE/dA`` of ``E = sum(m * probe)`` alone (frozen weights, as
+  the calculator runs: what inference forces need);
+- ``backward``: forward, then ``dE/dA`` and ``dE/dW`` (an energy-only loss's gradient);
 - ``double_backward``: forward, ``dE/dA`` with its graph, then ``d/dW`` of
   ``E + sum((dE/dA)^2)`` (a force loss: what training does).
 
 Work counts (the same for every backend, from the sparse CG terms): the useful
 multiply-adds of the forward are ``n * C * sum_q nu_q`` (``nu_q - 1`` products per monomial
 and one multiply-add into the output); ``backward`` counts 3x and ``double_backward`` 6x the
-forward (the usual convention: each derivative pass costs about two forwards). FLOP = 2 x
+forward, ``forces`` 2x (the usual convention: each derivative pass costs about two
+forwards, one per input differentiated). FLOP = 2 x
 multiply-add. Bytes moved are the compulsory traffic: A, the element tables T, the output
 (and their gradients) read or written once per pass, in the benchmarked dtype (T in
 float32). Correctness: the largest difference from a float64 e3nn forward, relative to its
@@ -45,7 +47,8 @@ from benchmarks.settings import Reps
 from benchmarks.timing import time_calls
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp64": torch.float64}
-MODE_WORK = {"forward": 1, "backward": 3, "double_backward": 6}  # x forward multiply-adds
+# x the forward multiply-adds
+MODE_WORK = {"forward": 1, "forces": 2, "backward": 3, "double_backward": 6}
 PAPER = {"channels": 256, "max_ell": 3, "max_L": 2, "correlation": 3, "num_elements": 4}
 TINY = {"channels": 8, "max_ell": 2, "max_L": 1, "correlation": 3, "num_elements": 4}
 
@@ -88,6 +91,13 @@ def step(module, features, node_attrs, mode: str):
         with torch.no_grad():
             return module(features, node_attrs)
     features = features.detach().requires_grad_(True)
+    if mode == "forces":  # frozen weights: only dE/dA is computed
+        module.requires_grad_(False)
+        try:
+            out = module(features, node_attrs)
+            return torch.autograd.grad((out * _probe(out)).sum(), features)
+        finally:
+            module.requires_grad_(True)
     out = module(features, node_attrs)
     energy = (out * _probe(out)).sum()
     params = [p for p in module.parameters() if p.requires_grad]

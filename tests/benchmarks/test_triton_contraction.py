@@ -25,7 +25,7 @@ def test_triton_contraction_benchmark_runs_on_cpu(tmp_path, monkeypatch, interpr
     assert {(row["backend"], row["mode"]) for row in rows} == {
         (backend, mode)
         for backend in backends
-        for mode in ("forward", "backward", "double_backward")
+        for mode in ("forward", "forces", "backward", "double_backward")
     }
     assert len({row["multiply_adds"] for row in rows if row["mode"] == "forward"}) == 1
     for row in rows:
