@@ -15,6 +15,13 @@ compared with the eager step's (relative norm of the difference), and compile ti
 recorded. Run: ``python benchmarks/train_compile_probe.py --out DIR [--batch-size 5]``
 (``--device cpu --tiny --backend aot_eager`` checks it on a CPU). Writes
 ``train_compile_probe.json`` and prints a table.
+
+``--trajectory N`` (with ``--dtype float64``) answers a different question: do the variants
+*train* the same? Each runs N Adam steps (lr 1e-2) from the same weights on the fixed
+batch, and the relative difference of all weights from an eager run's is recorded after
+every step; two controls show what rounding-level noise alone does: a second eager run (GPU
+atomics are not deterministic) and an eager run whose gradients are perturbed by a relative
+1e-13 at each step.
 """
 
 from __future__ import annotations
@@ -89,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--backend", default="inductor", help="aot_eager to check on a CPU")
     parser.add_argument("--variants", default="eager,graphs,compiled")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--trajectory", type=int, default=0, help="N Adam steps per variant")
     args = parser.parse_args(argv)
+    if args.trajectory:
+        return trajectory_main(args)
     args.out.mkdir(parents=True, exist_ok=True)
     device = args.device
     batch, source = labelled_batch(device, args.batch_size)
@@ -190,6 +201,73 @@ def make_step(variant: str, model, loss_fn, batch, device: str, backend: str):
         compiled = CompiledTrainStep(model, loss_fn, backend=backend, cuda_graphs=device == "cuda")
         return lambda: compiled(batch)[0]["loss"]
     raise ValueError(f"unknown variant {variant!r}: eager, graphs or compiled")
+
+
+def trajectory_main(args: argparse.Namespace) -> int:
+    """Weights of N Adam steps per variant against an eager run's (see the docstring)."""
+    device, dtype = args.device, getattr(torch, args.dtype)
+    args.out.mkdir(parents=True, exist_ok=True)
+    batch, source = labelled_batch(device, args.batch_size)
+    for key in ("positions", "energy", "forces", "cell", "shifts"):
+        if key in batch and torch.is_tensor(batch[key]) and batch[key].is_floating_point():
+            batch[key] = batch[key].to(dtype)
+    loss_fn = loss_function()
+    model = build(args.tiny, True, dtype, device).train()
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    parameters = list(model.parameters())
+
+    def run(variant: str) -> list[torch.Tensor]:
+        model.load_state_dict(initial)
+        optimizer = torch.optim.Adam(parameters, lr=1e-2, amsgrad=True)
+        name = "eager" if variant.startswith("eager") else variant
+        step_fn = make_step(name, model, loss_fn, batch, device, args.backend)
+        generator = torch.Generator(device=device).manual_seed(0)
+        weights = []
+        for _ in range(args.trajectory):
+            step_fn()
+            if variant == "eager_noise":
+                for p in (p for p in parameters if p.grad is not None):
+                    noise = torch.randn(p.shape, generator=generator, device=device, dtype=dtype)
+                    p.grad = p.grad * (1 + 1e-13 * noise)
+            optimizer.step()
+            weights.append(torch.cat([p.detach().reshape(-1).clone() for p in parameters]))
+        for p in parameters:
+            p.grad = None
+        return weights
+
+    reference = run("eager")
+    records = []
+    for variant in ["eager_repeat", "eager_noise", *args.variants.split(",")]:
+        if variant == "eager":
+            continue
+        entry: dict[str, Any] = {"variant": variant}
+        try:
+            weights = run(variant)
+            entry["weights_rel_diff_per_step"] = [
+                rel(w, r) for w, r in zip(weights, reference, strict=True)
+            ]
+        except Exception as exc:
+            entry["error"] = f"{type(exc).__name__}: {exc}"[:500]
+            traceback.print_exc()
+        print(json.dumps(entry), flush=True)
+        records.append(entry)
+    info = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else platform.processor(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "data": source,
+        "batch_size": args.batch_size,
+        "model": "tiny" if args.tiny else "paper (256 channels, L<=2, max_ell 3, nu 3)",
+        "dtype": args.dtype,
+        "steps": args.trajectory,
+        "records": records,
+    }
+    (args.out / "train_compile_trajectory.json").write_text(json.dumps(info, indent=2))
+    for r in records:
+        diffs = r.get("weights_rel_diff_per_step")
+        shown = " ".join(f"{d:.1e}" for d in diffs) if diffs else r.get("error", "")[:160]
+        print(f"{r['variant']:>13}: {shown}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -185,11 +185,18 @@ def format_comparison(results: dict[str, dict[str, float]], title: str) -> str:
     lines.append("|" + "---|" * len(header))
     for name, metrics in results.items():
         cells = [name, str(int(metrics["structures"]))]
-        cells += [f"{metrics[key]:.4g}" for key, _ in COLUMNS]
+        cells += [_cell(metrics[key]) for key, _ in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "int8-float: the INT8 model against the float model; float, int8: each "
-              "against the reference labels (RMSE)."]  # fmt: skip
+    lines += [
+        "",
+        "int8-float: the INT8 model against the float model; float, int8: each against the "
+        "reference labels (RMSE); —: the test set has no such labels.",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def _cell(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:.4g}"
 
 
 def run_quantize(cfg: DictConfig) -> dict[str, dict[str, float]]:
