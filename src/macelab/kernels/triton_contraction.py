@@ -8,11 +8,12 @@ inputs), then writes the row once. No ``[n, C, (2L+1) K^(nu-1)]`` intermediate e
 
 Derivatives: :class:`TritonContraction` computes the forward in Triton. Its first-order
 backward (forces at inference, the energy loss's weight gradient) is a second Triton
-kernel, :func:`triton_contract_backward`: per term, ``dA[n, c, k_i] += g T prod_{j != i}
-A_{k_j}`` (read-add-write in the program's own block of atoms and channels, so no atomics)
-and ``dT[z, q, c] += sum_n g prod A`` (summed over the block's atoms of each element, then
-one atomic add per element). When the backward itself is to be differentiated (the weight
-gradient of a force loss, ``create_graph=True``), it is instead the autograd graph of
+kernel, :func:`triton_contract_backward`: ``dA[n, c, k] = sum g T prod_{j != i} A_{k_j}``
+over the occurrences (q, i) of k in the terms, visited in order of k so that each
+``dA[:, :, k]`` is accumulated on chip and written once, and ``dT[z, q, c] += sum_n g prod
+A`` (summed over the block's atoms of each element, then one atomic add per element). When
+the backward itself is to be differentiated (the weight gradient of a force loss,
+``create_graph=True``), it is instead the autograd graph of
 :func:`~macelab.kernels.sparse_torch.contract_tables` (the same sums in torch ops) on the
 saved inputs, which autograd differentiates again. The chain from ``T`` to the weights
 ``W`` is torch (:meth:`SparseContraction.element_tables`) outside the Function.
@@ -140,13 +141,17 @@ def _backward_kernel(interpret: bool) -> Any:
         term_row_ptr,  # [Q] int32
         row_base_ptr,  # [R] int32
         row_stride_ptr,  # [R] int32
+        factor_term_ptr,  # [F] int32: the term of each factor occurrence, sorted by k
+        factor_pos_ptr,  # [F] int32: its position in the term
+        factor_k_ptr,  # [F] int32: its k (sorted)
         grad_ptr,  # [n, out_dim] contiguous: dL/dm
-        da_ptr,  # [n, C, K] zeros, accumulation dtype
+        da_ptr,  # [n, C, K] zeros
         dt_ptr,  # [E, Q, C] zeros, accumulation dtype
         n_atoms,
         channels,
         out_dim,
         NUM_TERMS: tl.constexpr,
+        NUM_FACTORS: tl.constexpr,
         NUM_ELEMENTS: tl.constexpr,
         K: tl.constexpr,
         MAX_ORDER: tl.constexpr,
@@ -165,24 +170,50 @@ def _backward_kernel(interpret: bool) -> Any:
         atoms64 = atoms.to(tl.int64)
         offsets = (atoms64[:, None] * channels + chans[None, :]) * K  # [BN, BC]
         a_rows = a_ptr + offsets
-        da_rows = da_ptr + offsets
+        g_rows = grad_ptr + atoms64[:, None] * out_dim  # [BN, 1]
         z = tl.load(z_ptr + atoms, mask=atom_ok, other=0).to(tl.int64)
         t_rows = t_ptr + z[:, None] * NUM_TERMS * channels + chans[None, :]  # [BN, BC]
         acc_dtype = tl.float64 if ACC_FP64 else tl.float32
-        for q in range(0, NUM_TERMS):
-            row = tl.load(term_row_ptr + q)
-            base = tl.load(row_base_ptr + row)
-            stride = tl.load(row_stride_ptr + row)
-            g_ptrs = grad_ptr + atoms64[:, None] * out_dim + base + chans[None, :] * stride
-            g = tl.load(g_ptrs, mask=mask, other=0.0).to(acc_dtype)  # [BN, BC]
-            if COMPUTE_DT:
+        if COMPUTE_DA:
+            # dA[k] = sum over the occurrences of A_k in a term q at position i of
+            #   g[row_q] T[z, q] prod_{j != i} A_{k_j}
+            # (a repeated factor occurs once per position: d(A^2) = 2A). The occurrences
+            # are sorted by k, so dA[:, :, k] is accumulated on chip and written once.
+            acc = tl.full([BLOCK_N, BLOCK_C], 0.0, dtype=acc_dtype)
+            for f in range(0, NUM_FACTORS):
+                q = tl.load(factor_term_ptr + f)
+                i = tl.load(factor_pos_ptr + f)
+                k = tl.load(factor_k_ptr + f)
+                row = tl.load(term_row_ptr + q)
+                base = tl.load(row_base_ptr + row)
+                stride = tl.load(row_stride_ptr + row)
+                g = tl.load(g_rows + base + chans[None, :] * stride, mask=mask, other=0.0)
+                table = tl.load(t_rows + q * channels, mask=mask, other=0.0)
+                partial = g.to(acc_dtype) * table.to(acc_dtype)
+                for j in tl.static_range(MAX_ORDER):
+                    k_j = tl.load(term_k_ptr + q * MAX_ORDER + j)
+                    use = (k_j >= 0) & (i != j)
+                    factor = tl.load(a_rows + k_j, mask=mask & use, other=1.0)
+                    partial = partial * factor.to(acc_dtype)
+                acc += partial
+                next_k = tl.load(factor_k_ptr + f + 1, mask=f + 1 < NUM_FACTORS, other=-1)
+                if next_k != k:
+                    tl.store(da_ptr + offsets + k, acc.to(da_ptr.dtype.element_ty), mask=mask)
+                    acc = tl.full([BLOCK_N, BLOCK_C], 0.0, dtype=acc_dtype)
+        if COMPUTE_DT:
+            # dT[z, q] = sum over the atoms of element z of g[row_q] prod_xi A_{k_xi}
+            for q in range(0, NUM_TERMS):
+                row = tl.load(term_row_ptr + q)
+                base = tl.load(row_base_ptr + row)
+                stride = tl.load(row_stride_ptr + row)
+                g = tl.load(g_rows + base + chans[None, :] * stride, mask=mask, other=0.0)
                 k = tl.load(term_k_ptr + q * MAX_ORDER)
                 product = tl.load(a_rows + k, mask=mask, other=0.0).to(acc_dtype)
                 for xi in tl.static_range(1, MAX_ORDER):
                     k = tl.load(term_k_ptr + q * MAX_ORDER + xi)
                     factor = tl.load(a_rows + k, mask=mask & (k >= 0), other=1.0)
                     product = product * factor.to(acc_dtype)
-                contribution = g * product  # zero outside the mask
+                contribution = g.to(acc_dtype) * product  # zero outside the mask
                 if REDUCE_ELEMENTS:
                     for e in tl.static_range(NUM_ELEMENTS):
                         mine = tl.where((z == e)[:, None], contribution, 0.0)
@@ -193,23 +224,6 @@ def _backward_kernel(interpret: bool) -> Any:
                 else:
                     dt_ptrs = dt_ptr + (z[:, None] * NUM_TERMS + q) * channels + chans[None, :]
                     tl.atomic_add(dt_ptrs, contribution, mask=mask)
-            if COMPUTE_DA:
-                table = tl.load(t_rows + q * channels, mask=mask, other=0.0).to(acc_dtype)
-                gt = g * table
-                # d(prod_j A_kj)/dA_ki = prod_{j != i} A_kj, added once per position i (a
-                # repeated factor k is found at each of its positions: d(A^2) = 2A)
-                for i in tl.static_range(MAX_ORDER):
-                    k_i = tl.load(term_k_ptr + q * MAX_ORDER + i)
-                    partial = gt
-                    for j in tl.static_range(MAX_ORDER):
-                        if j != i:
-                            k_j = tl.load(term_k_ptr + q * MAX_ORDER + j)
-                            factor = tl.load(a_rows + k_j, mask=mask & (k_j >= 0), other=1.0)
-                            partial = partial * factor.to(acc_dtype)
-                    # read-add-write: this program alone owns these atoms and channels
-                    write = mask & (k_i >= 0)
-                    old = tl.load(da_rows + k_i, mask=write, other=0.0)
-                    tl.store(da_rows + k_i, old + partial, mask=write)
 
     return contraction_backward_kernel
 
@@ -232,8 +246,10 @@ def triton_contract_backward(
     tables = tables.contiguous()
     grad_out = grad_out.contiguous()
     acc = tables.dtype
-    d_features = features.new_zeros(n, C, K, dtype=acc)
+    # every dA[:, :, k] is written (zero where k occurs in no term: the zeros stay)
+    d_features = features.new_zeros(n, C, K)
     d_tables = torch.zeros_like(tables)
+    factor_term, factor_pos, factor_k = factor_occurrences(sparse)
     grid = (triton.cdiv(n, BLOCK_ATOMS), triton.cdiv(C, BLOCK_CHANNELS))
     _backward_kernel(interpreting())[grid](
         features,
@@ -243,6 +259,9 @@ def triton_contract_backward(
         sparse.term_row32,
         sparse.row_base,
         sparse.row_stride,
+        factor_term,
+        factor_pos,
+        factor_k,
         grad_out,
         d_features,
         d_tables,
@@ -250,6 +269,7 @@ def triton_contract_backward(
         C,
         sparse.out_dim,
         NUM_TERMS=sparse.num_terms,
+        NUM_FACTORS=int(factor_k.numel()),
         NUM_ELEMENTS=tables.shape[0],
         K=K,
         MAX_ORDER=sparse.max_order,
@@ -260,10 +280,23 @@ def triton_contract_backward(
         BLOCK_N=BLOCK_ATOMS,
         BLOCK_C=BLOCK_CHANNELS,
     )
-    return (
-        d_features.to(features.dtype) if compute_features else None,
-        d_tables if compute_tables else None,
-    )
+    return (d_features if compute_features else None, d_tables if compute_tables else None)
+
+
+def factor_occurrences(
+    sparse: SparseContraction,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(term, position, k)`` of every factor of every term, sorted by k (int32 each),
+    cached on ``sparse``: the backward kernel's loop order for dA."""
+    cached = sparse.__dict__.get("_factor_occurrences")
+    if cached is None:
+        term_k = sparse.term_k.long()  # [Q, max_order]
+        terms, positions = torch.nonzero(term_k >= 0, as_tuple=True)
+        ks = term_k[terms, positions]
+        order = torch.argsort(ks * term_k.numel() + terms * sparse.max_order + positions)
+        cached = tuple(t[order].to(torch.int32).contiguous() for t in (terms, positions, ks))
+        sparse.__dict__["_factor_occurrences"] = cached
+    return cached
 
 
 def triton_contract_tables(
