@@ -5,6 +5,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
+# Without a GPU: the Triton version whose CPU interpreter the kernel tests run in (with a
+# GPU, the CUDA build of torch brings its own).
+TRITON_CPU_VERSION ?= 3.6.0
 BIN := $(VENV)/bin
 # Tests and runs read the benchmark data from MACELAB_DATA; default: ../shared/data if present.
 MACELAB_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
@@ -24,6 +27,8 @@ $(VENV)/.installed: pyproject.toml
 		$(BIN)/pip install -q --retries 0 --timeout 10 "torch==$(TORCH_VERSION)" \
 			--index-url https://download.pytorch.org/whl/cpu 2>/dev/null \
 		|| $(BIN)/pip install -q "torch==$(TORCH_VERSION)"; \
+		echo "and triton $(TRITON_CPU_VERSION), whose interpreter runs the kernel tests on CPU"; \
+		$(BIN)/pip install -q "triton==$(TRITON_CPU_VERSION)"; \
 	fi
 	$(BIN)/pip install -q -e ".[dev,mace,slurm]"
 	@touch $@
