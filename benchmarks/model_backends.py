@@ -30,7 +30,9 @@ from typing import Any
 import torch
 
 from benchmarks.compile_probe import build
+from benchmarks.settings import Reps
 from benchmarks.systems import make_batch, synthetic_molecule, water_box
+from benchmarks.timing import time_calls
 
 
 def workloads(tiny: bool, device: str) -> dict[str, Any]:
@@ -50,19 +52,10 @@ def workloads(tiny: bool, device: str) -> dict[str, Any]:
 
 
 def median_ms(fn, device: str, reps: int, max_seconds: float) -> float:
-    for _ in range(3):
-        fn()
-    times: list[float] = []
-    budget = time.perf_counter() + max_seconds
-    while len(times) < reps and (len(times) < 3 or time.perf_counter() < budget):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(sorted(times)[len(times) // 2])
+    """Median ms of ``fn()`` (the shared harness timing: warm-up, synchronised repeats)."""
+    timing = time_calls(lambda _: fn(), torch.device(device),
+                        Reps(warmup=3, repeat=reps, max_seconds=max_seconds))  # fmt: skip
+    return float(timing.ms)
 
 
 def train_step(model, batch) -> None:

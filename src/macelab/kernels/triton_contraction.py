@@ -350,17 +350,16 @@ class TritonContraction(torch.autograd.Function):
         out_dtype: torch.dtype,
     ) -> torch.Tensor:
         elements = node_attrs.argmax(dim=1).to(torch.int32)
-        ctx.save_for_backward(features, tables, node_attrs)
+        ctx.save_for_backward(features, tables, node_attrs, elements)
         ctx.sparse = sparse
         return triton_contract_tables(features, elements, tables, sparse, out_dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        features, tables, node_attrs = ctx.saved_tensors
+        features, tables, node_attrs, elements = ctx.saved_tensors
         wanted = ctx.needs_input_grad[:2]
         create_graph = torch.is_grad_enabled()  # True inside a create_graph=True backward
         if not create_graph:  # a first derivative only: the Triton backward kernel
-            elements = node_attrs.argmax(dim=1).to(torch.int32)
             d_features, d_tables = triton_contract_backward(
                 grad_out, features, elements, tables, ctx.sparse, wanted[0], wanted[1]
             )
