@@ -11,6 +11,10 @@ Every other path is derived from it, so weights are identical everywhere:
 * ``macelab+graphs``: the macelab model replayed from CUDA graphs (``macelab.speed``):
   inference through ``GraphedPotential``, training steps through ``GraphedTrainStep``
   (inputs padded to shape buckets, padding included in the timing);
+* ``macelab+triton``, ``macelab+triton+graphs``: the macelab model with its symmetric
+  contractions in the fused Triton kernel (``model.backend=triton``; forward and first
+  backward in Triton, the double backward of force training through sparse torch terms),
+  called eagerly or replayed from CUDA graphs as ``macelab+graphs``;
 * ``macelab+compiled``: inference through ``CompiledPotential`` (the call traced through
   its force backward by ``make_fx``, compiled by Inductor, replayed from CUDA graphs;
   compile time is in ``setup_s`` of the first record only), training steps through
@@ -46,7 +50,12 @@ MACE_TORCH = "mace-torch"
 MACE_CUEQ = "mace-torch+cueq"
 MACELAB_GRAPHS = "macelab+graphs"
 MACELAB_COMPILED = "macelab+compiled"
+MACELAB_TRITON = "macelab+triton"
+MACELAB_TRITON_GRAPHS = "macelab+triton+graphs"
 GRAPHS_PRECISIONS = ("32", "bf16-mixed")
+TRITON_PRECISIONS = ("32",)
+GRAPHED = (MACELAB_GRAPHS, MACELAB_TRITON_GRAPHS)  # replayed from CUDA graphs
+MACELAB_FAMILY = (MACELAB, MACELAB_TRITON, *GRAPHED, MACELAB_COMPILED)  # macelab's inputs
 
 
 @dataclass
@@ -163,7 +172,7 @@ class Path:
 
     def prepare(self, batch: Batch) -> Any:
         """The inputs this path's model takes, made once per batch (not timed)."""
-        if self.implementation in (MACELAB, MACELAB_GRAPHS, MACELAB_COMPILED):
+        if self.implementation in MACELAB_FAMILY:
             # The graph's float64 fields cast to the model's dtype once here, as mace-torch's
             # inputs are below, so that neither implementation pays for the cast per call.
             inputs = batch.clone()
@@ -177,7 +186,7 @@ class Path:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Energy and forces (forces with ``create_graph`` when ``training``), by this path's
         model or by ``model`` (a copy being trained)."""
-        if self.implementation == MACELAB_GRAPHS and not training and model is None:
+        if self.implementation in GRAPHED and not training and model is None:
             out = self.graphed_potential()(inputs)
             return out["energy"], out["forces"]
         if self.implementation == MACELAB_COMPILED:
@@ -187,7 +196,7 @@ class Path:
             return out["energy"], out["forces"]
         model = model if model is not None else self.ensure_model()
         with self.spec.active(_device_type(inputs)):
-            if self.implementation in (MACELAB, MACELAB_GRAPHS, MACELAB_COMPILED):
+            if self.implementation in MACELAB_FAMILY:
                 out = model(inputs, compute_forces=True, compute_stress=False, training=training)
             else:
                 out = model(dict(inputs), training=training, compute_force=True)
@@ -258,6 +267,34 @@ def _macelab_from(reference: torch.nn.Module) -> Callable[[], Any]:
     return converted
 
 
+def _triton_paths(
+    macelab_model: Callable[[], torch.nn.Module], device: torch.device, missing: str | None
+) -> list[Path]:
+    """``macelab+triton`` (eager; on a CPU only in Triton's interpreter, ``TRITON_INTERPRET=1``,
+    which checks the path but is no speed) and ``macelab+triton+graphs`` (CUDA only) in
+    ``TRITON_PRECISIONS``."""
+    if missing is None:
+        from macelab.kernels.triton_contraction import triton_available
+
+        missing = triton_available()
+    paths = []
+    for implementation in (MACELAB_TRITON, MACELAB_TRITON_GRAPHS):
+        unavailable = missing
+        if unavailable is None and implementation in GRAPHED and device.type != "cuda":
+            unavailable = "CUDA graphs need a CUDA device"
+        for name in TRITON_PRECISIONS:
+            p = precision(name)
+
+            def build_triton(p: PrecisionSpec = p) -> torch.nn.Module:
+                from macelab.kernels import set_backend
+
+                model = copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
+                return set_backend(model, "triton")
+
+            paths.append(Path(implementation, p, build_triton, unavailable))
+    return paths
+
+
 def make_paths(
     reference: torch.nn.Module,
     spec: ModelSpec,
@@ -308,6 +345,7 @@ def make_paths(
                 return copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
 
             paths.append(Path(implementation, p, build_graphed, graphs_missing))
+    paths.extend(_triton_paths(macelab_model, device, macelab_missing))
     for name in ("64", "32"):
         p = precision(name)
 

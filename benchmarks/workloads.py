@@ -30,7 +30,7 @@ import torch
 from torch_geometric.data import Batch
 
 from benchmarks import flops as flop_count
-from benchmarks.implementations import MACELAB_COMPILED, MACELAB_GRAPHS, Path
+from benchmarks.implementations import GRAPHED, MACELAB_COMPILED, Path
 from benchmarks.measure import (
     Context,
     Reference,
@@ -144,14 +144,14 @@ def training(
         for b in batches
     ]
     graphed = None
-    if path.implementation in (MACELAB_GRAPHS, MACELAB_COMPILED):
+    if path.implementation in (*GRAPHED, MACELAB_COMPILED):
         from macelab.speed.compiled_train import CompiledTrainStep
         from macelab.speed.train_step import GraphedTrainStep
         from macelab.training.loss import EnergyForcesLoss, LossWeights
 
         # The same loss as loss_fn below, on label masks so that padding does not count.
         loss = EnergyForcesLoss(LossWeights(energy=ENERGY_WEIGHT, forces=FORCES_WEIGHT))
-        if path.implementation == MACELAB_GRAPHS:
+        if path.implementation in GRAPHED:
             graphed = GraphedTrainStep(model.train(), loss)
         else:  # traced through the double backward, Inductor, CUDA graphs
             graphed = CompiledTrainStep(model.train(), loss, cuda_graphs=device.type == "cuda")
