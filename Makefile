@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 		echo "and triton $(TRITON_CPU_VERSION), whose interpreter runs the kernel tests on CPU"; \
 		$(BIN)/pip install -q "triton==$(TRITON_CPU_VERSION)"; \
 	fi
-	$(BIN)/pip install -q -e ".[dev,mace,slurm]"
+	$(BIN)/pip install -q -e ".[dev,mace,slurm,cueq]"
 	@touch $@
 
 install: $(VENV)/.installed

@@ -1,5 +1,6 @@
 """A whole tiny MACE gives the same energies, forces and force-loss weight gradients with
-every contraction backend (float64; triton in its CPU interpreter)."""
+every contraction backend (float64; triton in its CPU interpreter, cueq in cuEquivariance's
+pure-PyTorch method)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ def _predict(model, graphs, backend):
     return output["energy"].detach(), output["forces"].detach(), grads
 
 
-@pytest.mark.parametrize("backend", ["sparse_torch", "triton"])
+@pytest.mark.parametrize("backend", ["sparse_torch", "triton", "cueq"])
 def test_backends_give_the_same_mace(backend, monkeypatch):
+    if backend == "cueq":
+        pytest.importorskip("cuequivariance_torch")
     if backend == "triton":
         pytest.importorskip("triton")
         monkeypatch.setenv("TRITON_INTERPRET", "1")

@@ -2,7 +2,8 @@
 
 ``set_backend(model, "triton")`` gives every :class:`SymmetricContraction` (all its output
 irreps in one kernel) and every :class:`IrrepContraction` of ``model`` a forward of that
-backend, as an instance attribute; parameters, buffers and state-dict keys are untouched, and
+backend ("cueq": the SymmetricContractions only, through NVIDIA cuEquivariance), as an
+instance attribute; parameters, buffers and state-dict keys are untouched, and
 ``set_backend(model, "e3nn")`` removes it again (the class's dense einsum forward).
 """
 
@@ -12,12 +13,13 @@ import functools
 
 import torch
 
+from macelab.kernels.cueq_contraction import cueq_available, cueq_contract
 from macelab.kernels.sparse_cg import sparse_contraction, weight_tables
 from macelab.kernels.sparse_torch import sparse_contract
 from macelab.kernels.triton_contraction import triton_available, triton_contract
 from macelab.model.symmetric_contraction import IrrepContraction, SymmetricContraction
 
-BACKENDS = ("e3nn", "sparse_torch", "triton")
+BACKENDS = ("e3nn", "sparse_torch", "triton", "cueq")
 _ATTRIBUTE = "_contraction_backend"
 
 
@@ -27,13 +29,17 @@ def check_backend(backend: str) -> None:
         raise ValueError(f"unknown contraction backend {backend!r}; choose one of {BACKENDS}")
     if backend == "triton" and (reason := triton_available()) is not None:
         raise ValueError(f"the 'triton' contraction backend cannot run: {reason}")
+    if backend == "cueq" and (reason := cueq_available()) is not None:
+        raise ValueError(f"the 'cueq' contraction backend cannot run: {reason}")
 
 
 def contract(
     module: torch.nn.Module, backend: str, features: torch.Tensor, node_attrs: torch.Tensor
 ) -> torch.Tensor:
     """The forward of ``module`` (A ``[n, C, K]``, one-hot ``[n, E]`` -> ``[n, out_dim]``)
-    through ``backend`` ("sparse_torch" or "triton")."""
+    through ``backend`` ("sparse_torch", "triton" or "cueq")."""
+    if backend == "cueq":
+        return cueq_contract(module, features, node_attrs)
     sparse = sparse_contraction(module)
     tables = weight_tables(module, sparse)
     if backend == "triton":
@@ -43,16 +49,20 @@ def contract(
 
 def set_backend(model: torch.nn.Module, backend: str) -> torch.nn.Module:
     """Compute every symmetric contraction in ``model`` with ``backend`` ("e3nn", the dense
-    default; "sparse_torch"; "triton"). Returns ``model`` (changed in place)."""
+    default; "sparse_torch"; "triton"; "cueq"). Returns ``model`` (changed in place)."""
     check_backend(backend)
     for module in model.modules():
         if not isinstance(module, SymmetricContraction | IrrepContraction):
             continue
+        if backend == "cueq" and not isinstance(module, SymmetricContraction):
+            backend_here = "e3nn"  # cuEquivariance contracts all output irreps at once
+        else:
+            backend_here = backend
         module.__dict__.pop("forward", None)
         module.__dict__.pop(_ATTRIBUTE, None)
-        if backend != "e3nn":
-            module.forward = functools.partial(contract, module, backend)
-            module.__dict__[_ATTRIBUTE] = backend
+        if backend_here != "e3nn":
+            module.forward = functools.partial(contract, module, backend_here)
+            module.__dict__[_ATTRIBUTE] = backend_here
     return model
 
 
