@@ -15,6 +15,9 @@ Every other path is derived from it, so weights are identical everywhere:
   contractions in the fused Triton kernel (``model.backend=triton``; forward and first
   backward in Triton, the double backward of force training through sparse torch terms),
   called eagerly or replayed from CUDA graphs as ``macelab+graphs``;
+* ``macelab+cueq``: the macelab model with its symmetric contractions through NVIDIA
+  cuEquivariance (``model.backend=cueq``; the rest of the model stays e3nn, unlike
+  ``mace-torch+cueq``, whose converter also replaces the convolution and linear layers);
 * ``macelab+compiled``: inference through ``CompiledPotential`` (the call traced through
   its force backward by ``make_fx``, compiled by Inductor, replayed from CUDA graphs;
   compile time is in ``setup_s`` of the first record only), training steps through
@@ -52,10 +55,12 @@ MACELAB_GRAPHS = "macelab+graphs"
 MACELAB_COMPILED = "macelab+compiled"
 MACELAB_TRITON = "macelab+triton"
 MACELAB_TRITON_GRAPHS = "macelab+triton+graphs"
+MACELAB_CUEQ = "macelab+cueq"
 GRAPHS_PRECISIONS = ("32", "bf16-mixed")
 TRITON_PRECISIONS = ("32",)
 GRAPHED = (MACELAB_GRAPHS, MACELAB_TRITON_GRAPHS)  # replayed from CUDA graphs
-MACELAB_FAMILY = (MACELAB, MACELAB_TRITON, *GRAPHED, MACELAB_COMPILED)  # macelab's inputs
+# Paths that take macelab's inputs
+MACELAB_FAMILY = (MACELAB, MACELAB_TRITON, MACELAB_CUEQ, *GRAPHED, MACELAB_COMPILED)
 
 
 @dataclass
@@ -295,6 +300,31 @@ def _triton_paths(
     return paths
 
 
+def _cueq_backend_paths(
+    macelab_model: Callable[[], torch.nn.Module], device: torch.device, missing: str | None
+) -> list[Path]:
+    """``macelab+cueq`` in ``TRITON_PRECISIONS`` (CUDA only: cuEquivariance's CPU method is
+    no speed reference)."""
+    if missing is None:
+        from macelab.kernels.cueq_contraction import cueq_available
+
+        missing = cueq_available()
+    if missing is None and device.type != "cuda":
+        missing = "cuEquivariance's kernels need CUDA; its CPU fallback is not a speed reference"
+    paths = []
+    for name in TRITON_PRECISIONS:
+        p = precision(name)
+
+        def build_cueq(p: PrecisionSpec = p) -> torch.nn.Module:
+            from macelab.kernels import set_backend
+
+            model = copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
+            return set_backend(model, "cueq")
+
+        paths.append(Path(MACELAB_CUEQ, p, build_cueq, missing))
+    return paths
+
+
 def make_paths(
     reference: torch.nn.Module,
     spec: ModelSpec,
@@ -346,6 +376,7 @@ def make_paths(
 
             paths.append(Path(implementation, p, build_graphed, graphs_missing))
     paths.extend(_triton_paths(macelab_model, device, macelab_missing))
+    paths.extend(_cueq_backend_paths(macelab_model, device, macelab_missing))
     for name in ("64", "32"):
         p = precision(name)
 
