@@ -3,6 +3,7 @@ changeable on load and on resume, refused with a clear error where it cannot run
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 
@@ -58,8 +59,17 @@ def test_explicit_backend_overrides_the_config():
 
 
 def test_unknown_or_unavailable_backend_is_a_config_error(monkeypatch):
-    with pytest.raises(ConfigError, match=r"model\.backend=cueq.*unknown contraction backend"):
-        build_model({**CONFIG, "backend": "cueq"})
+    with pytest.raises(ConfigError, match=r"model\.backend=cuda.*unknown contraction backend"):
+        build_model({**CONFIG, "backend": "cuda"})
+    find_spec = importlib.util.find_spec
+
+    def without_cueq(name: str, *args):
+        return None if name.startswith("cuequivariance") else find_spec(name, *args)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(importlib.util, "find_spec", without_cueq)
+        with pytest.raises(ConfigError, match=r"model\.backend=cueq.*macelab\[cueq\]"):
+            build_model({**CONFIG, "backend": "cueq"})
     if torch.cuda.is_available():
         return
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
