@@ -86,3 +86,15 @@ def test_compiled_train_step_refuses_precision_policies():
     apply_policy(model, policy_of(load_precision("policy_safe")))
     with pytest.raises(ValueError, match=r"policy_safe.*precision=32 or 64"):
         CompiledTrainStep(model, _loss(), backend="aot_eager")
+
+
+def test_compiled_train_step_refuses_autocast(shared_data_root):
+    """bf16-mixed (autocast) met when the first step is traced: a ValueError naming the
+    precisions the compiled step takes (the CLI turns it into a one-paragraph error)."""
+    from macelab.speed.compiled_train import CompiledTrainStep
+
+    model = small_model(channels=4, max_L=1, correlation=2).train()
+    step = CompiledTrainStep(model, _loss(), backend="aot_eager")
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ValueError) as error:
+        step(_labelled_batch(shared_data_root))
+    assert "precision=32 or 64" in str(error.value)

@@ -230,7 +230,9 @@ class MACELightningModule(L.LightningModule):
         if self._graphed_step is None:
             option = "training.compile_step" if self.compile_step else "training.cuda_graphs"
             problem = None
-            if self.cuda_graphs and self.device.type != "cuda":
+            if self._fast_step and self.device.type != "cuda":
+                # compile_step too: Inductor's CPU code generation fails on the traced step
+                # (torch 2.13), and a CPU would gain nothing from it.
                 problem = f"needs a CUDA GPU, but the model is on {self.device}"
             elif self.trainer.world_size > 1:
                 problem = "runs on one device, but this run uses DDP"
