@@ -173,6 +173,7 @@ def speed_fields(
         "throughput": throughput,
         "throughput_unit": unit,
         "peak_memory_MiB": timing.peak_memory_mib,
+        "reserved_memory_MiB": timing.reserved_memory_mib,
         "achieved_tflops": flops["per_call"] / seconds / 1e12,
         "achieved_GBps": flops["bytes_per_call"] / seconds / 1e9,
         "ceiling_tflops": tflops,

@@ -46,6 +46,7 @@ SPEED_FIELDS = (
     "throughput",
     "throughput_unit",
     "peak_memory_MiB",
+    "reserved_memory_MiB",
     "achieved_tflops",
     "achieved_GBps",
     "ceiling_tflops",
@@ -184,6 +185,13 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _memory(speed: dict) -> str:
+    """Peak allocated over the timed calls, and what the allocator holds (CUDA-graph pools
+    included); "-" on CPU."""
+    peak, reserved = speed.get("peak_memory_MiB"), speed.get("reserved_memory_MiB")
+    return _fmt(peak) if reserved is None else f"{_fmt(peak)} / {_fmt(reserved)}"
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -237,7 +245,7 @@ def main_table(records: list[dict[str, Any]]) -> list[str]:
                 path,
                 _fmt(s.get("ms")),
                 f"{_fmt(s.get('throughput'))} {s.get('throughput_unit', '')}",
-                _fmt(s.get("peak_memory_MiB")),
+                _memory(s),
                 _fmt(r.get("setup_s"), 2),
                 *errors,
                 _fmt(s.get("achieved_tflops")),
@@ -250,7 +258,7 @@ def main_table(records: list[dict[str, Any]]) -> list[str]:
         "path",
         "ms (median)",
         "throughput",
-        "peak MiB",
+        "peak / reserved MiB",
         "setup s",
         "E rel err",
         "F rel err",

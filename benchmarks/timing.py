@@ -4,8 +4,10 @@ Every timed call is bracketed by ``torch.cuda.synchronize`` and read off a host 
 number is the latency a caller sees (launch and host overhead included, which is the point
 for small systems). Warm-up calls come first; the median of the repetitions is reported.
 Peak memory is ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, over
-the timed calls (weights, optimiser state and batch included); on CPU it is not measured
-and recorded as null.
+the timed calls (weights, optimiser state and batch included). A CUDA graph's private pool
+is not "allocated" during replays, so graphed paths also record ``memory_reserved`` at the
+end (allocator cache emptied before the warm-up): what the path holds, pools included. On
+CPU neither is measured; both are null.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class Timing:
     ms_p90: float
     repetitions: int
     peak_memory_mib: float | None
+    # what the caching allocator holds at the end (private CUDA-graph pools included, which
+    # the peak above does not count once captured); cache emptied before the warm-up
+    reserved_memory_mib: float | None = None
 
 
 def synchronize(device: torch.device) -> None:
@@ -50,6 +55,8 @@ def time_calls(fn: Callable[[int], Any], device: torch.device, reps: Reps) -> Ti
 
     Repetitions stop early once ``reps.max_seconds`` have passed and at least three ran.
     """
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # reserved memory below: this path's, not a predecessor's
     for k in range(reps.warmup):
         fn(k)
     synchronize(device)
@@ -66,12 +73,14 @@ def time_calls(fn: Callable[[int], Any], device: torch.device, reps: Reps) -> Ti
         if len(times) >= 3 and time.perf_counter() - started > reps.max_seconds:
             break
     peak = torch.cuda.max_memory_allocated(device) / MiB if device.type == "cuda" else None
+    reserved = torch.cuda.memory_reserved(device) / MiB if device.type == "cuda" else None
     return Timing(
         ms=statistics.median(times),
         ms_p10=_quantile(times, 0.1),
         ms_p90=_quantile(times, 0.9),
         repetitions=len(times),
         peak_memory_mib=peak,
+        reserved_memory_mib=reserved,
     )
 
 
