@@ -81,6 +81,9 @@ def mace_torch_model(
         "correlation": correlation,
         "gate": torch.nn.functional.silu,
         "radial_MLP": [8, 8],
+        # mace_run_train's default. The class default (True) picks cuEquivariance's reduced
+        # basis whenever cuequivariance is installed (macelab[cueq]), e3nn's full one otherwise.
+        "use_reduced_cg": False,
     }
     kwargs.update(extra)
     torch.manual_seed(seed)
