@@ -50,6 +50,9 @@ class MACECalculator(Calculator):
             atom has moved by more than ``skin / 2`` (or numbers, cell or pbc change). The
             extra edges lie beyond the cutoff, where the radial envelope is exactly zero,
             so results equal a fresh list's to rounding. ``0`` rebuilds it every call.
+        edge_chunk: compute messages in chunks of this many edges with activation
+            checkpointing (:meth:`macelab.model.MACE.set_edge_chunk`): less memory for very
+            large systems, a little more time; with ``accelerate=None`` only.
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator`.
 
     Results: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress`` (eV/Å^3,
@@ -76,6 +79,7 @@ class MACECalculator(Calculator):
         precision: str | int = "64",
         accelerate: str | None = None,
         skin: float = 0.5,
+        edge_chunk: int | None = None,
         **kwargs: Any,
     ) -> None:
         from macelab.precision.inference import for_inference
@@ -101,6 +105,14 @@ class MACECalculator(Calculator):
             for parameter in member.parameters():
                 parameter.requires_grad_(False)
             self.members.append((member, context))
+        if edge_chunk is not None:
+            if accelerate is not None:
+                raise ConfigError(
+                    "edge_chunk trades time for memory by recomputing messages, which CUDA "
+                    "graphs and compilation do not take; use accelerate=None with edge_chunk."
+                )
+            for member, _ in self.members:
+                member.set_edge_chunk(edge_chunk)
         self.model, self.context = self.members[0]
         r_max = {float(m.r_max) for m, _ in self.members}
         if len(r_max) > 1:

@@ -16,7 +16,10 @@ config key (null)    taken from the statistics
 
 ``backend`` (not a hyperparameter: it changes how, not what, the model computes) picks the
 implementation of the symmetric contraction, ``e3nn`` (the readable reference),
-``sparse_torch`` or ``triton`` (:mod:`macelab.kernels`, docs/kernels.md).
+``sparse_torch``, ``triton`` or ``cueq`` (:mod:`macelab.kernels`, docs/kernels.md).
+``edge_chunk`` (also runtime) computes the messages in chunks of that many edges with
+activation checkpointing, for systems whose per-edge intermediates do not fit
+(:mod:`macelab.model.interaction`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ FROM_STATISTICS = ("atomic_numbers", "atomic_energies", "avg_num_neighbors", "sc
 HYPERPARAMETERS = tuple(
     name for name in inspect.signature(MACE.__init__).parameters if name != "self"
 )
-RUNTIME_KEYS = ("backend",)  # model config keys that do not change the function computed
+RUNTIME_KEYS = ("backend", "edge_chunk")  # config keys that do not change the function
 
 
 def model_config_dict(model_cfg: Any) -> dict[str, Any]:
@@ -82,11 +85,12 @@ def build_model(
     cfg = model_config_dict(model_cfg)
     backend = backend or cfg.pop("backend", None) or "e3nn"
     cfg.pop("backend", None)
+    edge_chunk = cfg.pop("edge_chunk", None)
     unknown = sorted(set(cfg) - set(HYPERPARAMETERS))
     if unknown:
         raise ConfigError(
             f"unknown model config keys {unknown}; the MACE hyperparameters are "
-            f"{', '.join(HYPERPARAMETERS)}, and the runtime key {', '.join(RUNTIME_KEYS)} "
+            f"{', '.join(HYPERPARAMETERS)}, and the runtime keys {', '.join(RUNTIME_KEYS)} "
             "(see conf/model/mace.yaml)."
         )
     missing = [k for k in FROM_STATISTICS if cfg.get(k) is None]
@@ -112,6 +116,7 @@ def build_model(
         cfg[key] = _from_statistics(key, statistics)
     try:
         model = MACE(**cfg)
+        model.set_edge_chunk(edge_chunk)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid model config: {error}") from error
     return use_backend(model, backend)

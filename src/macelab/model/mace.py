@@ -253,6 +253,15 @@ class MACE(torch.nn.Module):
     def hidden_irreps(self) -> o3.Irreps:
         return hidden_irreps(self.hyperparameters["channels"], self.hyperparameters["max_L"])
 
+    def set_edge_chunk(self, edges: int | None) -> None:
+        """Compute each interaction's messages in chunks of ``edges`` edges under
+        activation checkpointing (None: all at once), trading one more tensor-product
+        forward per backward for memory (:mod:`macelab.model.interaction`)."""
+        if edges is not None and int(edges) < 1:
+            raise ValueError(f"edge_chunk must be a positive number of edges, got {edges}")
+        for interaction in self.interactions:
+            interaction.edge_chunk = None if edges is None else int(edges)
+
     def set_correlation(self, order: int | None, zero_inactive: bool = False) -> None:
         """Progressive correlation order: compute the product basis only up to ``order``
         in every layer (each layer's own order at most; None: all). With ``zero_inactive``

@@ -104,6 +104,8 @@ def load_model(
 
 def check_compatible(path: str | Path, model_cfg: dict[str, Any]) -> None:
     """Refuse to resume from a checkpoint whose model config differs from ``model_cfg``."""
+    from macelab.model.build import RUNTIME_KEYS
+
     hparams = read_checkpoint(path)["hyper_parameters"]
     saved = hparams["model"]
     differing = sorted(
@@ -111,7 +113,7 @@ def check_compatible(path: str | Path, model_cfg: dict[str, Any]) -> None:
         for key in set(saved) | set(model_cfg)
         if saved.get(key) != model_cfg.get(key)
         and model_cfg.get(key) is not None
-        and key != "backend"  # how the contraction is computed, not what: may change
+        and key not in RUNTIME_KEYS  # how the model computes, not what: may change
     )
     if differing:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {model_cfg.get(k)!r}" for k in differing)
