@@ -9,7 +9,8 @@ process per setting minus that process's resident set after building the model a
 (so the model and the box are not counted). A setting that runs out of memory is recorded
 as such. Writes ``edge_chunk.json`` and ``edge_chunk.md``.
 
-    python -m benchmarks.edge_chunk --out DIR --molecules 1000 3300 6700 --chunks 0 20000
+    python -m benchmarks.edge_chunk --out DIR --molecules 1000 3300 6700 --chunks 0 20000 \
+        --backends e3nn triton
     python -m benchmarks.edge_chunk --out DIR --device cpu --molecules 50 --chunks 0 1000
 """
 
@@ -42,13 +43,18 @@ def _rss_mib() -> float:
     return pages * resource.getpagesize() / MiB
 
 
-def measure(molecules: int, chunk: int, device: str, reps: int, tiny: bool) -> dict[str, Any]:
-    """One (box, chunk) setting: edges, ms, peak MiB (see the module docstring)."""
+def measure(
+    molecules: int, chunk: int, backend: str, device: str, reps: int, tiny: bool
+) -> dict[str, Any]:
+    """One (box, chunk, backend) setting: edges, ms, peak MiB (see the module docstring)."""
+    from macelab.kernels import set_backend
+
     model = build(tiny, True, torch.float32, device).eval().requires_grad_(False)
     model.set_edge_chunk(chunk or None)
+    set_backend(model, backend)
     batch = make_batch([water_box(molecules)], 5.0).to(device)
     row: dict[str, Any] = {"molecules": molecules, "atoms": int(batch.num_nodes)}
-    row.update(edges=int(batch.edge_index.shape[1]), edge_chunk=chunk or None)
+    row.update(edges=int(batch.edge_index.shape[1]), edge_chunk=chunk or None, backend=backend)
     baseline = _rss_mib()
     try:
         if device == "cuda":
@@ -88,22 +94,40 @@ def markdown(record: dict[str, Any]) -> str:
     lines = [
         f"device: {record['device']}; torch {record['torch']}; {record['date']}",
         "",
-        "| atoms | edges | edge_chunk | ms | atoms/s | peak MiB | MiB per 1k edges |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| atoms | edges | backend | edge_chunk | ms | atoms/s | peak MiB | MiB per 1k edges |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in record["rows"]:
         if "error" in r:
             lines.append(
-                f"| {r['atoms']} | {r['edges']} | {r['edge_chunk'] or 'all'} | "
+                f"| {r['atoms']} | {r['edges']} | {r['backend']} | {r['edge_chunk'] or 'all'} | "
                 f"{r['error'][:40]} | | | |"
             )
             continue
         per_edge = 1e3 * r["peak_MiB"] / r["edges"]
         lines.append(
-            f"| {r['atoms']} | {r['edges']} | {r['edge_chunk'] or 'all'} | {r['ms']:.1f} | "
+            f"| {r['atoms']} | {r['edges']} | {r['backend']} | {r['edge_chunk'] or 'all'} | "
+            f"{r['ms']:.1f} | "
             f"{r['atoms_per_s']:.0f} | {r['peak_MiB']:.0f} | {per_edge:.1f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def setting(args: argparse.Namespace, molecules: int, chunk: int, backend: str) -> dict:
+    """One measured row: in this process on CUDA, in a fresh one on a CPU."""
+    if args.device == "cuda":
+        row = measure(molecules, chunk, backend, "cuda", args.reps, args.tiny)
+    else:
+        command = [sys.executable, "-m", "benchmarks.edge_chunk", "--child"]
+        command += ["--out", str(args.out), "--molecules", str(molecules)]
+        command += ["--chunks", str(chunk), "--reps", str(args.reps), "--backends", backend]
+        command += ["--tiny"] if args.tiny else []
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(done.stderr[-2000:])
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,30 +136,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--molecules", type=int, nargs="+", default=[1000])
     parser.add_argument("--chunks", type=int, nargs="+", default=[0, 20000], help="0: all")
+    parser.add_argument("--backends", nargs="+", default=["e3nn"], help="model.backend")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--tiny", action="store_true", help="a tiny model (CI)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:  # one CPU setting in a fresh process: its peak RSS is this setting's
-        row = measure(args.molecules[0], args.chunks[0], "cpu", args.reps, args.tiny)
+        row = measure(
+            args.molecules[0], args.chunks[0], args.backends[0], "cpu", args.reps, args.tiny
+        )
         print(json.dumps(row))
         return 0
     rows = []
     for molecules in args.molecules:
-        for chunk in args.chunks:
-            if args.device == "cuda":
-                row = measure(molecules, chunk, "cuda", args.reps, args.tiny)
-            else:
-                command = [sys.executable, "-m", "benchmarks.edge_chunk", "--child"]
-                command += ["--out", str(args.out), "--molecules", str(molecules)]
-                command += ["--chunks", str(chunk), "--reps", str(args.reps)]
-                command += ["--tiny"] if args.tiny else []
-                done = subprocess.run(command, capture_output=True, text=True, check=False)
-                if done.returncode != 0:
-                    raise SystemExit(done.stderr[-2000:])
-                row = json.loads(done.stdout.strip().splitlines()[-1])
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+        for backend in args.backends:
+            for chunk in args.chunks:
+                rows.append(setting(args, molecules, chunk, backend))
     record = {
         "benchmark": "edge_chunk",
         "device": torch.cuda.get_device_name() if args.device == "cuda" else _cpu_name(),
