@@ -73,8 +73,11 @@ def measure(
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
             row["peak_MiB"] = peak - baseline
-    except torch.OutOfMemoryError as error:
-        row["error"] = f"out of memory: {str(error)[:200]}"
+    except RuntimeError as error:  # OutOfMemoryError, or one raised inside TorchScript
+        if "out of memory" not in str(error):
+            raise
+        row["error"] = "out of memory: " + str(error).split("CUDA out of memory.")[-1][:200]
+
     return row
 
 
