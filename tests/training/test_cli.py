@@ -157,3 +157,21 @@ def test_cuda_graphs_without_a_gpu_is_a_clear_error(tmp_path):
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert "training.cuda_graphs=false" in result.stderr
+
+
+def test_cuda_graphs_with_edge_chunks_is_a_clear_error(tmp_path):
+    """Chunked message passing reads its chunk boundaries on the host: refused with CUDA
+    graphs (or a compiled step) in one paragraph, exit 2."""
+    result = _run(
+        [
+            "training.cuda_graphs=true",
+            "model.edge_chunk=100",
+            "model/size=tiny",
+            "debug=fdr",
+            "trainer.accelerator=cpu",
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "model.edge_chunk=null" in result.stderr

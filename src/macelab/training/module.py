@@ -230,7 +230,11 @@ class MACELightningModule(L.LightningModule):
         if self._graphed_step is None:
             option = "training.compile_step" if self.compile_step else "training.cuda_graphs"
             problem = None
-            if self._fast_step and self.device.type != "cuda":
+            chunked = any(getattr(m, "edge_chunk", None) for m in self.model.modules())
+            if chunked:
+                # chunk boundaries are read on the host each step: no capture, no trace
+                problem = "does not combine with model.edge_chunk (set model.edge_chunk=null)"
+            elif self._fast_step and self.device.type != "cuda":
                 # compile_step too: Inductor's CPU code generation fails on the traced step
                 # (torch 2.13), and a CPU would gain nothing from it.
                 problem = f"needs a CUDA GPU, but the model is on {self.device}"
