@@ -130,11 +130,18 @@ class Interaction(torch.nn.Module):
     ) -> torch.Tensor:
         sender, receiver = edge_index[0], edge_index[1]
         node_feats = self.linear_up(node_feats)  # [n, node_irreps.dim]
+        chunked = self.edge_chunk is not None and edge_sh.shape[0] > self.edge_chunk
+        if chunked:
+            # edges grouped by receiving atom before the radial weights are made, so that
+            # the chunks below are plain splits (no second [n_edges, weight_numel] copy)
+            order = torch.argsort(receiver, stable=True)
+            sender, receiver = sender[order], receiver[order]
+            edge_sh, edge_radial = edge_sh[order], edge_radial[order]
+            envelope = None if envelope is None else envelope[order]
         weights = self.radial_mlp(edge_radial)  # [n_edges, weight_numel]
         if envelope is not None:
             weights = weights * envelope
-        num_edges = edge_sh.shape[0]
-        if self.edge_chunk is None or num_edges <= self.edge_chunk:
+        if not chunked:
             a = self._neighbour_sum(node_feats, edge_sh, weights, sender, receiver)
         else:  # the same sum, chunk by chunk, intermediates recomputed in the backward
             a = self._chunked_neighbour_sum(node_feats, edge_sh, weights, sender, receiver)
@@ -161,9 +168,10 @@ class Interaction(torch.nn.Module):
         edge_sh: torch.Tensor,  # [E, (max_ell+1)**2]
         weights: torch.Tensor,  # [E, weight_numel]
         sender: torch.Tensor,  # [E]
-        receiver: torch.Tensor,  # [E]
+        receiver: torch.Tensor,  # [E], sorted
     ) -> torch.Tensor:  # [n, irreps_mid.dim]
-        """:meth:`_neighbour_sum` over chunks of about ``edge_chunk`` edges.
+        """:meth:`_neighbour_sum` over chunks of about ``edge_chunk`` edges (given sorted by
+        receiving atom).
 
         Chunks are ranges of receiving atoms, so that each atom's sum is complete in one
         chunk (the aggregation stage, and its precision, are unchanged) and the chunks'
@@ -173,21 +181,19 @@ class Interaction(torch.nn.Module):
         """
         assert self.edge_chunk is not None
         num_nodes = node_feats.shape[0]
-        order = torch.argsort(receiver, stable=True)  # edges grouped by receiving atom
         ends = torch.cumsum(torch.bincount(receiver, minlength=num_nodes), 0)  # [n]
         targets = torch.arange(self.edge_chunk, edge_sh.shape[0], self.edge_chunk)
         cuts = torch.searchsorted(ends, targets.to(ends.device), right=True)
         nodes = [0, *sorted(set(cuts.tolist()) - {0, num_nodes}), num_nodes]  # host sync
         edge_ends = [0, *ends[[b - 1 for b in nodes[1:]]].tolist()]
         sizes = [b - a for a, b in itertools.pairwise(edge_ends)]
-        # one gather and one split: their backward is one scatter and one concatenation,
-        # where slicing each chunk out of the full tensors would cost a full-size gradient
-        # per chunk (quadratic in the edges)
+        # split, not sliced: the backward of a split is one concatenation, where slicing
+        # each chunk out of the full tensors costs a full-size gradient per chunk
         chunks = zip(
-            torch.split(edge_sh[order], sizes),
-            torch.split(weights[order], sizes),
-            torch.split(sender[order], sizes),
-            torch.split(receiver[order], sizes),
+            torch.split(edge_sh, sizes),
+            torch.split(weights, sizes),
+            torch.split(sender, sizes),
+            torch.split(receiver, sizes),
             strict=True,
         )
         parts = []
