@@ -272,56 +272,42 @@ def _macelab_from(reference: torch.nn.Module) -> Callable[[], Any]:
     return converted
 
 
-def _triton_paths(
+def _backend_paths(
     macelab_model: Callable[[], torch.nn.Module], device: torch.device, missing: str | None
 ) -> list[Path]:
-    """``macelab+triton`` (eager; on a CPU only in Triton's interpreter, ``TRITON_INTERPRET=1``,
-    which checks the path but is no speed) and ``macelab+triton+graphs`` (CUDA only) in
-    ``TRITON_PRECISIONS``."""
-    if missing is None:
-        from macelab.kernels.triton_contraction import triton_available
+    """The macelab model with another contraction backend, in ``TRITON_PRECISIONS``:
+    ``macelab+triton`` (eager; on a CPU only in Triton's interpreter, ``TRITON_INTERPRET=1``,
+    which checks the path but is no speed), ``macelab+triton+graphs`` (CUDA only) and
+    ``macelab+cueq`` (CUDA only: cuEquivariance's CPU method is no speed reference)."""
+    from macelab.kernels import check_backend
 
-        missing = triton_available()
+    def why_not(backend: str, cuda_only: str | None) -> str | None:
+        if missing is not None:
+            return missing
+        try:
+            check_backend(backend)
+        except ValueError as error:
+            return str(error)
+        return cuda_only if device.type != "cuda" else None
+
+    variants = [
+        (MACELAB_TRITON, "triton", why_not("triton", None)),
+        (MACELAB_TRITON_GRAPHS, "triton", why_not("triton", "CUDA graphs need a CUDA device")),
+        (MACELAB_CUEQ, "cueq", why_not("cueq", "cuEquivariance's kernels need CUDA; its CPU "
+                                       "fallback is not a speed reference")),
+    ]  # fmt: skip
     paths = []
-    for implementation in (MACELAB_TRITON, MACELAB_TRITON_GRAPHS):
-        unavailable = missing
-        if unavailable is None and implementation in GRAPHED and device.type != "cuda":
-            unavailable = "CUDA graphs need a CUDA device"
+    for implementation, backend, unavailable in variants:
         for name in TRITON_PRECISIONS:
             p = precision(name)
 
-            def build_triton(p: PrecisionSpec = p) -> torch.nn.Module:
+            def build(p: PrecisionSpec = p, backend: str = backend) -> torch.nn.Module:
                 from macelab.kernels import set_backend
 
                 model = copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
-                return set_backend(model, "triton")
+                return set_backend(model, backend)
 
-            paths.append(Path(implementation, p, build_triton, unavailable))
-    return paths
-
-
-def _cueq_backend_paths(
-    macelab_model: Callable[[], torch.nn.Module], device: torch.device, missing: str | None
-) -> list[Path]:
-    """``macelab+cueq`` in ``TRITON_PRECISIONS`` (CUDA only: cuEquivariance's CPU method is
-    no speed reference)."""
-    if missing is None:
-        from macelab.kernels.cueq_contraction import cueq_available
-
-        missing = cueq_available()
-    if missing is None and device.type != "cuda":
-        missing = "cuEquivariance's kernels need CUDA; its CPU fallback is not a speed reference"
-    paths = []
-    for name in TRITON_PRECISIONS:
-        p = precision(name)
-
-        def build_cueq(p: PrecisionSpec = p) -> torch.nn.Module:
-            from macelab.kernels import set_backend
-
-            model = copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
-            return set_backend(model, "cueq")
-
-        paths.append(Path(MACELAB_CUEQ, p, build_cueq, missing))
+            paths.append(Path(implementation, p, build, unavailable))
     return paths
 
 
@@ -375,8 +361,7 @@ def make_paths(
                 return copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
 
             paths.append(Path(implementation, p, build_graphed, graphs_missing))
-    paths.extend(_triton_paths(macelab_model, device, macelab_missing))
-    paths.extend(_cueq_backend_paths(macelab_model, device, macelab_missing))
+    paths.extend(_backend_paths(macelab_model, device, macelab_missing))
     for name in ("64", "32"):
         p = precision(name)
 

@@ -27,25 +27,22 @@ def _finite(value: object) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
+def _harness(out: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """``benchmarks/run.py --tiny --device cpu --out out *args`` in a subprocess; its stdout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    command = [sys.executable, "benchmarks/run.py", "--tiny", "--device", "cpu"]
+    command += ["--out", str(out), *args]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path, str]:
     out = tmp_path_factory.mktemp("bench")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [
-        sys.executable,
-        "benchmarks/run.py",
-        "--suite",
-        "all",
-        "--tiny",
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
-    ]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    stdout = _harness(out, "--suite", "all")
     records = json.loads((out / "results.json").read_text())
-    return records, out, done.stdout
+    return records, out, stdout
 
 
 @pytest.mark.slow
@@ -145,22 +142,9 @@ def test_triton_path_passes_the_gate_in_the_interpreter(tmp_path: Path) -> None:
     """``macelab+triton`` runs through the harness (Triton's CPU interpreter) and agrees with
     float64 as closely as the e3nn float32 path; its CUDA-graph twin says why it is skipped."""
     pytest.importorskip("triton")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRITON_INTERPRET": "1"}
-    command = [
-        sys.executable,
-        "benchmarks/run.py",
-        "--tiny",
-        "--device",
-        "cpu",
-        "--workloads",
-        "infer_small",
-        "--paths",
-        "macelab/32,macelab+triton/32,macelab+triton+graphs/32",
-        "--out",
-        str(tmp_path),
-    ]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    paths = "macelab/32,macelab+triton/32,macelab+triton+graphs/32"
+    _harness(tmp_path, "--workloads", "infer_small", "--paths", paths,
+             env={"TRITON_INTERPRET": "1"})  # fmt: skip
     records = {
         f"{r['implementation']}/{r['precision']}": r
         for r in json.loads((tmp_path / "results.json").read_text())

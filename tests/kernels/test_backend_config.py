@@ -18,20 +18,9 @@ from macelab.model import build_model
 from macelab.model.symmetric_contraction import SymmetricContraction
 from tests.training.conftest import TINY, compose_config  # noqa: F401 (fixture)
 
-from ..model.helpers import E0, ELEMENTS, batch, default_dtype
+from ..model.helpers import TINY_CONFIG, batch, default_dtype
 
-CONFIG = {
-    "atomic_numbers": ELEMENTS,
-    "atomic_energies": E0,
-    "avg_num_neighbors": 8.0,
-    "channels": 4,
-    "max_L": 1,
-    "max_ell": 2,
-    "correlation": 2,
-    "radial_mlp": [8],
-    "scale": 1.0,
-    "shift": 0.0,
-}
+CONFIG = TINY_CONFIG
 
 
 def _backends(model: torch.nn.Module) -> set[str]:

@@ -26,6 +26,21 @@ MOLECULES = {
 }
 
 
+# The smallest model config build_model takes (every statistic given): for config tests.
+TINY_CONFIG: dict[str, Any] = {
+    "atomic_numbers": ELEMENTS,
+    "atomic_energies": E0,
+    "avg_num_neighbors": 8.0,
+    "channels": 4,
+    "max_L": 1,
+    "max_ell": 2,
+    "correlation": 2,
+    "radial_mlp": [8],
+    "scale": 1.0,
+    "shift": 0.0,
+}
+
+
 @contextlib.contextmanager
 def default_dtype(dtype: torch.dtype) -> Iterator[None]:
     previous = torch.get_default_dtype()

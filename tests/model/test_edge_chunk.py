@@ -8,7 +8,7 @@ import pytest
 import torch
 from ase.build import molecule
 
-from .helpers import batch, default_dtype, silicon_cell, small_model
+from .helpers import TINY_CONFIG, batch, default_dtype, silicon_cell, small_model
 
 
 def _structures():
@@ -95,20 +95,8 @@ def test_edge_chunk_is_a_runtime_key_of_the_config():
     from macelab.model import build_model
     from macelab.model.build import RUNTIME_KEYS
 
-    config = {
-        "atomic_numbers": [1, 6, 8],
-        "atomic_energies": [-13.6, -1029.0, -2042.0],
-        "avg_num_neighbors": 8.0,
-        "channels": 4,
-        "max_L": 1,
-        "max_ell": 2,
-        "correlation": 2,
-        "radial_mlp": [8],
-        "scale": 1.0,
-        "shift": 0.0,
-    }
-    plain = build_model(config)
-    chunked = build_model({**config, "edge_chunk": 64})
+    plain = build_model(TINY_CONFIG)
+    chunked = build_model({**TINY_CONFIG, "edge_chunk": 64})
     assert "edge_chunk" in RUNTIME_KEYS
     assert {m.edge_chunk for m in chunked.interactions} == {64}
     assert {m.edge_chunk for m in plain.interactions} == {None}

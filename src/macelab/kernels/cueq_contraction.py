@@ -91,11 +91,10 @@ def _our_basis(module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, 
             for _ in range(nu - 1):  # x^(x nu): [S, K**nu]
                 powers = (powers[:, :, None] * x[:, None, :]).reshape(S, -1)
             value = powers @ U.movedim(-1, 1).reshape(D * P, -1).T  # [S, D * P]
-            value = value.reshape(S, D, P)
-            columns = torch.zeros(S, total, value.shape[-1], dtype=x.dtype)
-            columns[:, offset : offset + D] = value.reshape(S, D, -1)
-            blocks.append(columns.reshape(S * total, -1))
-            keys.append((j, nu, value.shape[-1]))
+            columns = torch.zeros(S, total, P, dtype=x.dtype)
+            columns[:, offset : offset + D] = value.reshape(S, D, P)
+            blocks.append(columns.reshape(S * total, P))
+            keys.append((j, nu, P))
         offset += D
     return torch.cat(blocks, dim=1), keys
 

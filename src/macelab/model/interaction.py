@@ -159,7 +159,7 @@ class Interaction(torch.nn.Module):
         receiver: torch.Tensor,  # [e]
     ) -> torch.Tensor:  # [n, irreps_mid.dim]
         """Eq. 8's sum over neighbours of the weighted tensor products (before ``linear``)."""
-        messages = self.tensor_product(node_feats[sender], edge_sh, weights)  # [e, mid]
+        messages = self._messages(node_feats, edge_sh, weights, sender)  # [e, mid]
         return self.aggregation(messages, receiver, node_feats.shape[0])
 
     def _chunked_neighbour_sum(
@@ -214,5 +214,5 @@ class Interaction(torch.nn.Module):
         weights: torch.Tensor,  # [e, weight_numel]
         sender: torch.Tensor,  # [e]
     ) -> torch.Tensor:  # [e, irreps_mid.dim]
-        """The weighted tensor products of one chunk of edges."""
+        """The weighted tensor products of the edges (all, or one chunk)."""
         return self.tensor_product(node_feats[sender], edge_sh, weights)

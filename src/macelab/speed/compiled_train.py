@@ -87,12 +87,19 @@ class CompiledTrainStep:
         growth: float = 1.25,
     ) -> None:
         _check_precision(model)
+        device = next(model.parameters()).device
+        if backend == "inductor" and device.type != "cuda":
+            raise ValueError(
+                f"Inductor compiles this step for CUDA only (its CPU code generation fails on "
+                f"the traced step under torch 2.13), but the model is on {device}; train on a "
+                "GPU, or pass backend='aot_eager' to check the trace on a CPU"
+            )
         self.model = model
         self.plain = plain_copy(model)
         self.loss_fn = loss
         self.compute_stress = compute_stress
         self.backend = backend
-        self.device = next(model.parameters()).device
+        self.device = device
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.context = context or (lambda: _autocast_without_cache(self.device.type))
         self.growth = growth

@@ -234,9 +234,7 @@ class MACELightningModule(L.LightningModule):
             if chunked:
                 # chunk boundaries are read on the host each step: no capture, no trace
                 problem = "does not combine with model.edge_chunk (set model.edge_chunk=null)"
-            elif self._fast_step and self.device.type != "cuda":
-                # compile_step too: Inductor's CPU code generation fails on the traced step
-                # (torch 2.13), and a CPU would gain nothing from it.
+            elif self.cuda_graphs and self.device.type != "cuda":
                 problem = f"needs a CUDA GPU, but the model is on {self.device}"
             elif self.trainer.world_size > 1:
                 problem = "runs on one device, but this run uses DDP"
@@ -258,7 +256,9 @@ class MACELightningModule(L.LightningModule):
                         cuda_graphs=self.cuda_graphs,
                     )
                 except ValueError as error:
-                    raise ConfigError(f"training.compile_step=true: {error}") from None
+                    raise ConfigError(
+                        f"training.compile_step=true: {error}; or set training.compile_step=false."
+                    ) from None
             else:
                 from macelab.speed.train_step import GraphedTrainStep
 
