@@ -5,6 +5,8 @@ irreps in one kernel) and every :class:`IrrepContraction` of ``model`` a forward
 backend ("cueq": the SymmetricContractions only, through NVIDIA cuEquivariance), as an
 instance attribute; parameters, buffers and state-dict keys are untouched, and
 ``set_backend(model, "e3nn")`` removes it again (the class's dense einsum forward).
+"triton" also fuses each interaction's tensor product and neighbour sum (Eq. 8) into
+generated Triton kernels (:mod:`macelab.kernels.triton_conv`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from macelab.kernels.cueq_contraction import cueq_available, cueq_contract
 from macelab.kernels.sparse_cg import sparse_contraction, weight_tables
 from macelab.kernels.sparse_torch import sparse_contract
 from macelab.kernels.triton_contraction import triton_available, triton_contract
+from macelab.model.interaction import Interaction
 from macelab.model.symmetric_contraction import IrrepContraction, SymmetricContraction
 
 BACKENDS = ("e3nn", "sparse_torch", "triton", "cueq")
@@ -47,10 +50,23 @@ def contract(
     return sparse_contract(features, node_attrs, tables, sparse)
 
 
-def set_backend(model: torch.nn.Module, backend: str) -> torch.nn.Module:
+def set_backend(
+    model: torch.nn.Module, backend: str, convolution: bool | None = None
+) -> torch.nn.Module:
     """Compute every symmetric contraction in ``model`` with ``backend`` ("e3nn", the dense
-    default; "sparse_torch"; "triton"; "cueq"). Returns ``model`` (changed in place)."""
+    default; "sparse_torch"; "triton"; "cueq"). Returns ``model`` (changed in place).
+
+    ``convolution`` (default: True for "triton", else False): also compute each
+    interaction's tensor product and neighbour sum in the fused Triton kernels
+    (:mod:`macelab.kernels.triton_conv`); only "triton" offers it.
+    """
     check_backend(backend)
+    fused = backend == "triton" if convolution is None else convolution
+    if fused and backend != "triton":
+        raise ValueError(f"the fused convolution is a Triton kernel; backend {backend!r} has none")
+    for module in model.modules():
+        if isinstance(module, Interaction):
+            module.conv_backend = "triton" if fused else "e3nn"
     for module in model.modules():
         if not isinstance(module, SymmetricContraction | IrrepContraction):
             continue
@@ -58,11 +74,20 @@ def set_backend(model: torch.nn.Module, backend: str) -> torch.nn.Module:
             backend_here = "e3nn"  # cuEquivariance contracts all output irreps at once
         else:
             backend_here = backend
+        # a precision policy's stage wrapper (apply_policy) is taken off and put back
+        # around the new forward, so the order of set_backend and apply_policy is free
+        precision = module.__dict__.pop("_macelab_precision", None)
+        check = module.__dict__.pop("_macelab_check", None)
+        module.__dict__.pop("_macelab_unwrapped_forward", None)
         module.__dict__.pop("forward", None)
         module.__dict__.pop(_ATTRIBUTE, None)
         if backend_here != "e3nn":
             module.forward = functools.partial(contract, module, backend_here)
             module.__dict__[_ATTRIBUTE] = backend_here
+        if precision is not None:
+            from macelab.precision.policy import _wrap
+
+            _wrap(module, precision, check)
     return model
 
 

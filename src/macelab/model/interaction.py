@@ -32,6 +32,11 @@ function is the same) computes the messages and their neighbour sum in chunks of
 edges, each under activation checkpointing: only the chunk's inputs are kept, and its
 intermediates are recomputed in the backward pass. Memory per edge falls to the inputs of the
 tensor product; the cost is one more tensor-product forward per backward.
+
+``conv_backend = "triton"`` (set by ``macelab.kernels.set_backend(model, "triton")``) computes
+``tensor_product`` and ``aggregation`` together in generated Triton kernels
+(:mod:`macelab.kernels.triton_conv`): no per-edge messages exist, forward or backward, so
+``edge_chunk`` is not used there.
 """
 
 from __future__ import annotations
@@ -112,6 +117,8 @@ class Interaction(torch.nn.Module):
         self.aggregation = NeighbourSum(avg_num_neighbors)
         self.linear = o3.Linear(self.irreps_mid, self.a_irreps)
         self.edge_chunk = None  # int or None: see the module docstring; set_edge_chunk
+        # "e3nn" or "triton" (tensor product + neighbour sum fused; macelab.kernels)
+        self.conv_backend = "e3nn"
         self.element_mixing: o3.FullyConnectedTensorProduct | None = None
         if element_mixing:
             attr_irreps = o3.Irreps([(num_elements, (0, 1))])
@@ -130,7 +137,8 @@ class Interaction(torch.nn.Module):
     ) -> torch.Tensor:
         sender, receiver = edge_index[0], edge_index[1]
         node_feats = self.linear_up(node_feats)  # [n, node_irreps.dim]
-        chunked = self.edge_chunk is not None and edge_sh.shape[0] > self.edge_chunk
+        fused = self.conv_backend == "triton"
+        chunked = not fused and self.edge_chunk is not None and edge_sh.shape[0] > self.edge_chunk
         if chunked:
             # edges grouped by receiving atom before the radial weights are made, so that
             # the chunks below are plain splits (no second [n_edges, weight_numel] copy)
@@ -141,7 +149,9 @@ class Interaction(torch.nn.Module):
         weights = self.radial_mlp(edge_radial)  # [n_edges, weight_numel]
         if envelope is not None:
             weights = weights * envelope
-        if not chunked:
+        if fused:
+            a = self._fused_neighbour_sum(node_feats, edge_sh, weights, sender, receiver)
+        elif not chunked:
             a = self._neighbour_sum(node_feats, edge_sh, weights, sender, receiver)
         else:  # the same sum, chunk by chunk, intermediates recomputed in the backward
             a = self._chunked_neighbour_sum(node_feats, edge_sh, weights, sender, receiver)
@@ -161,6 +171,36 @@ class Interaction(torch.nn.Module):
         """Eq. 8's sum over neighbours of the weighted tensor products (before ``linear``)."""
         messages = self._messages(node_feats, edge_sh, weights, sender)  # [e, mid]
         return self.aggregation(messages, receiver, node_feats.shape[0])
+
+    def _fused_neighbour_sum(
+        self,
+        node_feats: torch.Tensor,  # [n, node_irreps.dim]
+        edge_sh: torch.Tensor,  # [e, (max_ell+1)**2]
+        weights: torch.Tensor,  # [e, weight_numel]
+        sender: torch.Tensor,  # [e]
+        receiver: torch.Tensor,  # [e]
+    ) -> torch.Tensor:  # [n, irreps_mid.dim]
+        """:meth:`_neighbour_sum` in one Triton kernel (:mod:`macelab.kernels.triton_conv`).
+
+        Under a precision policy the inputs are cast to the ``tensor_product`` stage's
+        dtype and the result to the ``aggregation`` stage's; products and the sum are
+        accumulated in float32 (float64 for float64 inputs) inside the kernel.
+        """
+        from macelab.kernels.conv_plan import conv_plan
+        from macelab.kernels.triton_conv import ConvGraph, fused_neighbour_sum
+
+        stage = self.tensor_product.__dict__.get("_macelab_precision")
+        if stage is not None:
+            node_feats, edge_sh, weights = (
+                x.to(stage.compute) for x in (node_feats, edge_sh, weights)
+            )
+        graph = ConvGraph.build(sender, receiver, node_feats.shape[0])
+        summed = fused_neighbour_sum(
+            conv_plan(self.tensor_product), node_feats, edge_sh, weights, graph
+        )
+        summed = summed / self.aggregation.avg_num_neighbors
+        stage = self.aggregation.__dict__.get("_macelab_precision")
+        return summed if stage is None else summed.to(stage.compute)
 
     def _chunked_neighbour_sum(
         self,
