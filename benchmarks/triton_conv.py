@@ -207,27 +207,28 @@ def main(argv: list[str] | None = None) -> int:
     reps = Reps(warmup=1 if args.tiny else 3, repeat=3 if args.tiny else 20,
                 max_seconds=args.max_seconds)  # fmt: skip
     started = time.perf_counter()
-    rows = []
+    rows: list[dict[str, Any]] = []
+    args.out.mkdir(parents=True, exist_ok=True)
     for system, (edge_index, n_atoms) in systems(args.tiny).items():
         for layer, tp in layers.items():
             rows += measure(layer, tp, system, edge_index, n_atoms, device, reps,
                             args.precisions, args.backends)  # fmt: skip
-    record = {
-        "benchmark": "triton_conv",
-        "date": date.today().isoformat(),
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"{platform.processor() or platform.machine()} CPU",
-        "torch": torch.__version__,
-        "channels": channels,
-        "command": "python -m benchmarks.triton_conv "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "seconds": time.perf_counter() - started,
-        "rows": rows,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "triton_conv.json").write_text(json.dumps(record, indent=2))
-    (args.out / "triton_conv.md").write_text(markdown(record))
+            # written after every layer, so a run cut off by a time limit keeps its rows
+            record = {
+                "benchmark": "triton_conv",
+                "date": date.today().isoformat(),
+                "device": torch.cuda.get_device_name(device)
+                if device.type == "cuda"
+                else f"{platform.processor() or platform.machine()} CPU",
+                "torch": torch.__version__,
+                "channels": channels,
+                "command": "python -m benchmarks.triton_conv "
+                + " ".join(sys.argv[1:] if argv is None else argv),
+                "seconds": time.perf_counter() - started,
+                "rows": rows,
+            }
+            (args.out / "triton_conv.json").write_text(json.dumps(record, indent=2))
+            (args.out / "triton_conv.md").write_text(markdown(record))
     return 0
 
 
