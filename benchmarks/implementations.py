@@ -13,8 +13,12 @@ Every other path is derived from it, so weights are identical everywhere:
   (inputs padded to shape buckets, padding included in the timing);
 * ``macelab+triton``, ``macelab+triton+graphs``: the macelab model with its symmetric
   contractions in the fused Triton kernel (``model.backend=triton``; forward and first
-  backward in Triton, the double backward of force training through sparse torch terms),
+  backward in Triton, the double backward of force training through sparse torch terms)
+  and its convolutions in the fused Triton convolution (Eq. 8, every derivative order),
   called eagerly or replayed from CUDA graphs as ``macelab+graphs``;
+* ``macelab+conv``, ``macelab+conv+graphs``, ``macelab+conv+cueq``: the fused Triton
+  convolution beside the e3nn contraction (eager or graphed) or the cuEquivariance one
+  (``model.fused_convolution=true``);
 * ``macelab+cueq``: the macelab model with its symmetric contractions through NVIDIA
   cuEquivariance (``model.backend=cueq``; the rest of the model stays e3nn, unlike
   ``mace-torch+cueq``, whose converter also replaces the convolution and linear layers);
@@ -56,11 +60,17 @@ MACELAB_COMPILED = "macelab+compiled"
 MACELAB_TRITON = "macelab+triton"
 MACELAB_TRITON_GRAPHS = "macelab+triton+graphs"
 MACELAB_CUEQ = "macelab+cueq"
+MACELAB_CONV = "macelab+conv"
+MACELAB_CONV_GRAPHS = "macelab+conv+graphs"
+MACELAB_CONV_CUEQ = "macelab+conv+cueq"
 GRAPHS_PRECISIONS = ("32", "bf16-mixed")
 TRITON_PRECISIONS = ("32",)
-GRAPHED = (MACELAB_GRAPHS, MACELAB_TRITON_GRAPHS)  # replayed from CUDA graphs
+GRAPHED = (MACELAB_GRAPHS, MACELAB_TRITON_GRAPHS, MACELAB_CONV_GRAPHS)  # CUDA-graph replays
 # Paths that take macelab's inputs
-MACELAB_FAMILY = (MACELAB, MACELAB_TRITON, MACELAB_CUEQ, *GRAPHED, MACELAB_COMPILED)
+MACELAB_FAMILY = (
+    MACELAB, MACELAB_TRITON, MACELAB_CUEQ, MACELAB_CONV, MACELAB_CONV_CUEQ, *GRAPHED,
+    MACELAB_COMPILED,
+)  # fmt: skip
 
 
 @dataclass
@@ -275,10 +285,11 @@ def _macelab_from(reference: torch.nn.Module) -> Callable[[], Any]:
 def _backend_paths(
     macelab_model: Callable[[], torch.nn.Module], device: torch.device, missing: str | None
 ) -> list[Path]:
-    """The macelab model with another contraction backend, in ``TRITON_PRECISIONS``:
-    ``macelab+triton`` (eager; on a CPU only in Triton's interpreter, ``TRITON_INTERPRET=1``,
-    which checks the path but is no speed), ``macelab+triton+graphs`` (CUDA only) and
-    ``macelab+cueq`` (CUDA only: cuEquivariance's CPU method is no speed reference)."""
+    """The macelab model with another contraction backend or the fused convolution, in
+    ``TRITON_PRECISIONS``: ``macelab+triton`` and ``macelab+conv`` (eager; on a CPU only in
+    Triton's interpreter, ``TRITON_INTERPRET=1``, which checks the path but is no speed),
+    the ``+graphs`` paths (CUDA only) and the ``cueq`` paths (CUDA only: cuEquivariance's CPU
+    method is no speed reference)."""
     from macelab.kernels import check_backend
 
     def why_not(backend: str, cuda_only: str | None) -> str | None:
@@ -290,22 +301,29 @@ def _backend_paths(
             return str(error)
         return cuda_only if device.type != "cuda" else None
 
-    variants = [
-        (MACELAB_TRITON, "triton", why_not("triton", None)),
-        (MACELAB_TRITON_GRAPHS, "triton", why_not("triton", "CUDA graphs need a CUDA device")),
-        (MACELAB_CUEQ, "cueq", why_not("cueq", "cuEquivariance's kernels need CUDA; its CPU "
-                                       "fallback is not a speed reference")),
-    ]  # fmt: skip
+    graphs = "CUDA graphs need a CUDA device"
+    cueq = "cuEquivariance's kernels need CUDA; its CPU fallback is not a speed reference"
+    conv = why_not("triton", None)
+    variants = [  # (path, contraction backend, fused convolution, why not)
+        (MACELAB_TRITON, "triton", True, why_not("triton", None)),
+        (MACELAB_TRITON_GRAPHS, "triton", True, why_not("triton", graphs)),
+        (MACELAB_CUEQ, "cueq", False, why_not("cueq", cueq)),
+        (MACELAB_CONV, "e3nn", True, conv),
+        (MACELAB_CONV_GRAPHS, "e3nn", True, conv or why_not("e3nn", graphs)),
+        (MACELAB_CONV_CUEQ, "cueq", True, conv or why_not("cueq", cueq)),
+    ]
     paths = []
-    for implementation, backend, unavailable in variants:
+    for implementation, backend, fused, unavailable in variants:
         for name in TRITON_PRECISIONS:
             p = precision(name)
 
-            def build(p: PrecisionSpec = p, backend: str = backend) -> torch.nn.Module:
+            def build(
+                p: PrecisionSpec = p, backend: str = backend, fused: bool = fused
+            ) -> torch.nn.Module:
                 from macelab.kernels import set_backend
 
                 model = copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
-                return set_backend(model, backend)
+                return set_backend(model, backend, convolution=fused)
 
             paths.append(Path(implementation, p, build, unavailable))
     return paths

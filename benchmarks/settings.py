@@ -61,6 +61,8 @@ class Settings:
     scaling_paths: tuple[str, ...] = (
         "macelab/32",
         "macelab/bf16-mixed",
+        "macelab+triton/32",
+        "macelab+conv/32",
         "mace-torch/32",
         "mace-torch+cueq/32",
     )
@@ -68,6 +70,10 @@ class Settings:
     profile_paths: tuple[str, ...] = (
         "macelab/64",
         "macelab/32",
+        "macelab+triton/32",
+        "macelab+triton+graphs/32",
+        "macelab+conv/32",
+        "macelab+conv+graphs/32",
         "macelab/bf16-mixed",
         "mace-torch/64",
         "mace-torch/32",

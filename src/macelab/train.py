@@ -75,7 +75,8 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     if pretrained is not None:
         refit = bool(cfg.pretrained.get("refit_e0s", True))
         model_cfg = finetune.model_config(pretrained, datamodule.statistics, refit)
-        model_cfg["backend"] = to_dict(cfg.model).get("backend", "e3nn")  # how, not what
+        for key in ("backend", "fused_convolution"):  # how, not what
+            model_cfg[key] = to_dict(cfg.model).get(key)
     with default_dtype(parameter_dtype(cfg.precision)):
         module = MACELightningModule(
             model=model_cfg,

@@ -147,8 +147,27 @@ def test_set_backend_switches_the_convolution():
     set_backend(model, "triton")
     set_backend(model, "e3nn")
     assert {m.conv_backend for m in model.interactions} == {"e3nn"}
-    with pytest.raises(ValueError, match="Triton kernel"):
-        set_backend(model, "sparse_torch", convolution=True)
+    set_backend(model, "sparse_torch", convolution=True)  # beside any contraction backend
+    assert {m.conv_backend for m in model.interactions} == {"triton"}
+
+
+def test_fused_convolution_where_triton_cannot_run(monkeypatch):
+    """On a CPU without the interpreter the fused convolution is refused: a ValueError from
+    set_backend and a one-paragraph ConfigError from the model config."""
+    from macelab.errors import ConfigError
+    from macelab.kernels import set_backend
+    from macelab.model.build import use_backend
+    from macelab.precision_report import random_model
+
+    if torch.cuda.is_available():
+        pytest.skip("Triton runs on this machine's GPU")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    model = random_model("tiny")
+    with pytest.raises(ValueError, match=r"fused convolution .* cannot run"):
+        set_backend(model, "e3nn", convolution=True)
+    with pytest.raises(ConfigError, match=r"model\.fused_convolution=True"):
+        use_backend(model, "e3nn", True)
+    assert use_backend(model, "e3nn", None) is model
 
 
 def test_fused_convolution_under_policy_safe():

@@ -36,6 +36,24 @@ def test_round_up_is_geometric_and_bounded():
         assert n <= s <= max(8, 1.25 * n + 8)
 
 
+def test_padding_edges_are_spread_over_padding_atoms():
+    """No padding atom takes more than PADDING_DEGREE padding edges, every padding edge is
+    a self-loop of a padding atom, and real edges keep their order."""
+    from macelab.speed.padding import PADDING_DEGREE
+
+    inputs = batch([silicon_cell(0), silicon_cell(1)])
+    n_atoms, n_edges, n_graphs = graph_sizes(inputs)
+    bucket = bucket_for(n_atoms, n_edges, n_graphs, growth=2.0)
+    padded = pad_graph(inputs, bucket, 5.0, padding_number=1)
+    sender, receiver = padded["edge_index"]
+    torch.testing.assert_close(padded["edge_index"][:, :n_edges], inputs.edge_index)
+    assert torch.equal(sender[n_edges:], receiver[n_edges:])
+    assert bool((sender[n_edges:] >= n_atoms).all())
+    degree = torch.bincount(sender[n_edges:] - n_atoms, minlength=bucket.atoms - n_atoms)
+    assert bucket.edges - n_edges > PADDING_DEGREE  # the case that needs several atoms
+    assert int(degree.max()) <= PADDING_DEGREE and int(degree.min()) >= 1
+
+
 def test_padding_a_molecule_changes_nothing(shared_data_root):
     model = small_model()
     _check_padded(model, graph(read_molecule(shared_data_root, "3bpa")), stress=False)

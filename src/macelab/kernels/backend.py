@@ -6,7 +6,8 @@ backend ("cueq": the SymmetricContractions only, through NVIDIA cuEquivariance),
 instance attribute; parameters, buffers and state-dict keys are untouched, and
 ``set_backend(model, "e3nn")`` removes it again (the class's dense einsum forward).
 "triton" also fuses each interaction's tensor product and neighbour sum (Eq. 8) into
-generated Triton kernels (:mod:`macelab.kernels.triton_conv`).
+generated Triton kernels (:mod:`macelab.kernels.triton_conv`); ``convolution=`` switches
+that separately, so the fused convolution also runs beside the e3nn or cueq contraction.
 """
 
 from __future__ import annotations
@@ -56,14 +57,15 @@ def set_backend(
     """Compute every symmetric contraction in ``model`` with ``backend`` ("e3nn", the dense
     default; "sparse_torch"; "triton"; "cueq"). Returns ``model`` (changed in place).
 
-    ``convolution`` (default: True for "triton", else False): also compute each
-    interaction's tensor product and neighbour sum in the fused Triton kernels
-    (:mod:`macelab.kernels.triton_conv`); only "triton" offers it.
+    ``convolution`` (default: True for "triton", else False): compute each interaction's
+    tensor product and neighbour sum in the fused Triton kernels
+    (:mod:`macelab.kernels.triton_conv`), whichever backend contracts; ValueError where
+    Triton cannot run.
     """
     check_backend(backend)
-    fused = backend == "triton" if convolution is None else convolution
-    if fused and backend != "triton":
-        raise ValueError(f"the fused convolution is a Triton kernel; backend {backend!r} has none")
+    fused = backend == "triton" if convolution is None else bool(convolution)
+    if fused and (reason := triton_available()) is not None:
+        raise ValueError(f"the fused convolution (a Triton kernel) cannot run: {reason}")
     for module in model.modules():
         if isinstance(module, Interaction):
             module.conv_backend = "triton" if fused else "e3nn"

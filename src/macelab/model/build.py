@@ -17,8 +17,10 @@ config key (null)    taken from the statistics
 ``backend`` (not a hyperparameter: it changes how, not what, the model computes) picks the
 implementation of the symmetric contraction, ``e3nn`` (the readable reference),
 ``sparse_torch``, ``triton`` or ``cueq`` (:mod:`macelab.kernels`, docs/kernels.md).
-``edge_chunk`` (also runtime) computes the messages in chunks of that many edges with
-activation checkpointing, for systems whose per-edge intermediates do not fit
+``fused_convolution`` (runtime; null: on with ``backend=triton`` only) computes each
+interaction's tensor product and neighbour sum in the fused Triton kernels, beside any
+contraction backend. ``edge_chunk`` (also runtime) computes the messages in chunks of that
+many edges with activation checkpointing, for systems whose per-edge intermediates do not fit
 (:mod:`macelab.model.interaction`).
 """
 
@@ -42,7 +44,11 @@ FROM_STATISTICS = ("atomic_numbers", "atomic_energies", "avg_num_neighbors", "sc
 HYPERPARAMETERS = tuple(
     name for name in inspect.signature(MACE.__init__).parameters if name != "self"
 )
-RUNTIME_KEYS = ("backend", "edge_chunk")  # config keys that do not change the function
+RUNTIME_KEYS = (
+    "backend",
+    "fused_convolution",
+    "edge_chunk",
+)  # config keys that do not change the function
 
 
 def model_config_dict(model_cfg: Any) -> dict[str, Any]:
@@ -86,6 +92,7 @@ def build_model(
     backend = backend or cfg.pop("backend", None) or "e3nn"
     cfg.pop("backend", None)
     edge_chunk = cfg.pop("edge_chunk", None)
+    fused_convolution = cfg.pop("fused_convolution", None)
     unknown = sorted(set(cfg) - set(HYPERPARAMETERS))
     if unknown:
         raise ConfigError(
@@ -119,12 +126,13 @@ def build_model(
         model.set_edge_chunk(edge_chunk)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid model config: {error}") from error
-    return use_backend(model, backend)
+    return use_backend(model, backend, fused_convolution)
 
 
-def use_backend(model: MACE, backend: str) -> MACE:
-    """``model`` with its symmetric contractions computed by ``backend``; ConfigError if
-    that backend is unknown or cannot run here."""
+def use_backend(model: MACE, backend: str, fused_convolution: bool | None = None) -> MACE:
+    """``model`` with its symmetric contractions computed by ``backend`` and, where
+    ``fused_convolution`` (None: with ``backend=triton``), its convolutions by the fused
+    Triton kernels; ConfigError if either cannot run here."""
     from macelab.kernels import check_backend, set_backend
 
     try:
@@ -134,7 +142,15 @@ def use_backend(model: MACE, backend: str) -> MACE:
             f"model.backend={backend}: {error}. Use model.backend=e3nn (the reference path, "
             "any device) or sparse_torch, or run where the backend can."
         ) from error
-    return set_backend(model, backend) if backend != "e3nn" else model
+    if backend == "e3nn" and not fused_convolution:
+        return model
+    try:
+        return set_backend(model, backend, fused_convolution)
+    except ValueError as error:
+        raise ConfigError(
+            f"model.fused_convolution={fused_convolution} (model.backend={backend}): {error}. "
+            "Set model.fused_convolution=false, or run on a CUDA GPU."
+        ) from error
 
 
 def _from_statistics(key: str, statistics: DatasetStatistics) -> Any:

@@ -7,10 +7,10 @@ rest with one extra *padding graph* that cannot influence the real ones:
 
 * padding atoms sit at the origin of their own graph (index ``n_graphs``), element = the
   first of the model's table; they have no edges to real atoms;
-* padding edges all join the first padding atom to itself through one cell shift of a
-  padding cell ``(2 r_max + 1) * I``, so their length is ``2 r_max + 1 > r_max``: the radial
-  cutoff makes their weights exactly zero (no NaN from zero-length edges, in the energy or
-  in any derivative);
+* padding edges join padding atoms to themselves (dealt out in turn over the padding
+  atoms) through one cell shift of a padding cell ``(2 r_max + 1) * I``, so their length is
+  ``2 r_max + 1 > r_max``: the radial cutoff makes their weights exactly zero (no NaN from
+  zero-length edges, in the energy or in any derivative);
 * energies of the padding graph and forces on padding atoms are discarded.
 
 Real atoms and edges keep their order, so messages are summed in the same order and the
@@ -49,13 +49,23 @@ def round_up(n: int, growth: float, minimum: int) -> int:
     return size
 
 
+# Most padding edges one padding atom takes. The fused convolution (macelab.kernels) walks
+# each atom's edges in one program, so a single padding atom holding every padding edge
+# (up to a quarter of a batch's edges) would be one long serial tail; real atoms have
+# 20-70 neighbours within 5 Å.
+PADDING_DEGREE = 128
+
+
 def bucket_for(
     num_atoms: int, num_edges: int, num_graphs: int, growth: float = 1.25, minimum: int = 8
 ) -> Bucket:
-    """The bucket of a graph (batch): room for at least one padding atom and edge."""
+    """The bucket of a graph (batch): room for at least one padding atom and edge, and for
+    enough padding atoms that none takes more than ``PADDING_DEGREE`` padding edges."""
+    edges = round_up(num_edges + 1, growth, minimum)
+    padding_atoms = max(1, -(-(edges - num_edges) // PADDING_DEGREE))
     return Bucket(
-        atoms=round_up(num_atoms + 1, growth, minimum),
-        edges=round_up(num_edges + 1, growth, minimum),
+        atoms=round_up(num_atoms + padding_atoms, growth, minimum),
+        edges=edges,
         graphs=num_graphs + 1,
     )
 
@@ -89,7 +99,8 @@ def pad_graph(graph: Any, bucket: Bucket, r_max: float, padding_number: int) -> 
         raise ValueError(f"bucket {bucket} cannot hold {n_atoms} atoms, {n_edges} edges")
     device = positions.device
     pad_atoms, pad_edges = bucket.atoms - n_atoms, bucket.edges - n_edges
-    first_pad = torch.full((pad_edges,), n_atoms, dtype=torch.int64, device=device)
+    # padding edge k is a self-loop of padding atom k mod pad_atoms
+    pad_ends = n_atoms + torch.arange(pad_edges, device=device) % pad_atoms
     cell = fields["cell"].reshape(-1, 3, 3)
     padding_cell = (2.0 * r_max + 1.0) * torch.eye(3, dtype=cell.dtype, device=device)
     shift = torch.zeros(pad_edges, 3, dtype=fields["unit_shifts"].dtype, device=device)
@@ -104,7 +115,7 @@ def pad_graph(graph: Any, bucket: Bucket, r_max: float, padding_number: int) -> 
                 torch.full((pad_atoms,), padding_number, dtype=torch.int64, device=device),
             ]
         ),
-        "edge_index": torch.cat([fields["edge_index"], torch.stack([first_pad, first_pad])], 1),
+        "edge_index": torch.cat([fields["edge_index"], torch.stack([pad_ends, pad_ends])], 1),
         "unit_shifts": torch.cat([fields["unit_shifts"], shift]),
         "cell": torch.cat([cell, padding_cell[None]]),
         "batch": torch.cat(

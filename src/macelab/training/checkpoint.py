@@ -67,6 +67,7 @@ def load_model(
     backends compute the same function.
     """
     from macelab.kernels import check_backend
+    from macelab.kernels.triton_contraction import triton_available
     from macelab.model import build_model
     from macelab.precision import default_dtype
 
@@ -79,9 +80,13 @@ def load_model(
         except ValueError as error:
             log.warning("%s; %s loads with the e3nn backend", error, path)
             backend = "e3nn"
+    model_cfg = dict(hparams["model"])
+    if model_cfg.get("fused_convolution") and (reason := triton_available()) is not None:
+        log.warning("the fused convolution cannot run (%s); %s loads without it", reason, path)
+        model_cfg["fused_convolution"] = False
     with default_dtype(stored_dtype(checkpoint)):
         model = build_model(
-            hparams["model"],
+            model_cfg,
             DatasetStatistics.from_dict(hparams["statistics"]),
             backend=backend,
         )
