@@ -180,8 +180,9 @@ def _partials(
 
 
 class _Partial(torch.autograd.Function):
-    """``dPhi/dX`` for the slots X in ``wanted``; the arguments in those slots are used only
-    by the other partials (None where no output needs them)."""
+    """``dPhi/dX`` for the slots X in ``wanted``; the argument in a wanted slot is used only
+    by the other wanted partials (it may be None where none needs it, as G in the forward
+    sum)."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -204,19 +205,21 @@ class _Partial(torch.autograd.Function):
     def backward(ctx: Any, *upstream: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         args = list(ctx.saved_tensors)
         grads: list[torch.Tensor | None] = [None] * 4
-        for slot in range(4):
-            if not ctx.needs_input_grad[3 + slot]:
+        for out_slot, grad in zip(ctx.wanted, upstream, strict=True):
+            # d<U, dPhi/dX>/dZ = dPhi/dZ with X replaced by U: every Z needed from this
+            # output in one call, so dPhi/dY and dPhi/dR share one pass over the edges
+            targets = tuple(
+                slot for slot in range(4) if slot != out_slot and ctx.needs_input_grad[3 + slot]
+            )
+            if grad is None or not targets:
                 continue
-            total = None
-            for out_slot, grad in zip(ctx.wanted, upstream, strict=True):
-                if grad is None or out_slot == slot:
-                    continue
-                sub = list(args)
-                sub[out_slot], sub[slot] = grad, None
-                (term,) = _Partial.apply(ctx.plan, ctx.graph, (slot,), *sub)
-                total = term if total is None else total + term
-            grads[slot] = None if total is None else total.to(ctx.dtypes[slot])
-        return (None, None, None, *grads)
+            sub = list(args)
+            sub[out_slot] = grad
+            terms = _Partial.apply(ctx.plan, ctx.graph, targets, *sub)
+            for slot, term in zip(targets, terms, strict=True):
+                grads[slot] = term if grads[slot] is None else grads[slot] + term
+        cast = [g if g is None else g.to(d) for g, d in zip(grads, ctx.dtypes, strict=True)]
+        return (None, None, None, *cast)
 
 
 def fused_neighbour_sum(
