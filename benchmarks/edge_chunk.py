@@ -12,6 +12,11 @@ as such. Writes ``edge_chunk.json`` and ``edge_chunk.md``.
     python -m benchmarks.edge_chunk --out DIR --molecules 1000 3300 6700 --chunks 0 20000 \
         --backends e3nn triton
     python -m benchmarks.edge_chunk --out DIR --device cpu --molecules 50 --chunks 0 1000
+    python -m benchmarks.edge_chunk --out DIR --molecules 1000 3300 6700 --chunks 0 \
+        --backends triton+conv e3nn+conv      # the fused convolution (no chunking)
+
+``--backends`` names the contraction backend (``model.backend``; the convolution stays
+e3nn's, which is what chunking applies to), with ``+conv`` the fused Triton convolution.
 """
 
 from __future__ import annotations
@@ -50,8 +55,11 @@ def measure(
     from macelab.kernels import set_backend
 
     model = build(tiny, True, torch.float32, device).eval().requires_grad_(False)
+    # "<contraction backend>[+conv]": +conv adds the fused convolution, which keeps no
+    # per-edge messages (edge_chunk does not apply to it: run it with --chunks 0)
+    contraction, _, conv = backend.partition("+")
+    set_backend(model, contraction, convolution=conv == "conv")
     model.set_edge_chunk(chunk or None)
-    set_backend(model, backend)
     batch = make_batch([water_box(molecules)], 5.0).to(device)
     row: dict[str, Any] = {"molecules": molecules, "atoms": int(batch.num_nodes)}
     row.update(edges=int(batch.edge_index.shape[1]), edge_chunk=chunk or None, backend=backend)
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--molecules", type=int, nargs="+", default=[1000])
     parser.add_argument("--chunks", type=int, nargs="+", default=[0, 20000], help="0: all")
-    parser.add_argument("--backends", nargs="+", default=["e3nn"], help="model.backend")
+    parser.add_argument("--backends", nargs="+", default=["e3nn"], help="model.backend[+conv]")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--tiny", action="store_true", help="a tiny model (CI)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -151,6 +151,26 @@ def test_set_backend_switches_the_convolution():
     assert {m.conv_backend for m in model.interactions} == {"triton"}
 
 
+def test_edge_chunk_with_the_fused_convolution_is_reported(caplog):
+    """edge_chunk does not apply to the fused convolution: said in the log, whichever of
+    the two is set first."""
+    from macelab.kernels import set_backend
+    from macelab.precision_report import random_model
+
+    model = random_model("tiny")
+    model.set_edge_chunk(100)
+    assert "edge_chunk is not used" not in caplog.text
+    set_backend(model, "triton")
+    assert "edge_chunk is not used with the fused convolution" in caplog.text
+    caplog.clear()
+    set_backend(model, "triton", convolution=False)
+    model.set_edge_chunk(50)
+    assert "edge_chunk is not used" not in caplog.text
+    set_backend(model, "e3nn", convolution=True)
+    model.set_edge_chunk(10)
+    assert "edge_chunk is not used" in caplog.text
+
+
 def test_fused_convolution_where_triton_cannot_run(monkeypatch):
     """On a CPU without the interpreter the fused convolution is refused: a ValueError from
     set_backend and a one-paragraph ConfigError from the model config."""

@@ -20,7 +20,7 @@ from macelab.kernels.cueq_contraction import cueq_available, cueq_contract
 from macelab.kernels.sparse_cg import sparse_contraction, weight_tables
 from macelab.kernels.sparse_torch import sparse_contract
 from macelab.kernels.triton_contraction import triton_available, triton_contract
-from macelab.model.interaction import Interaction
+from macelab.model.interaction import Interaction, warn_unused_edge_chunk
 from macelab.model.symmetric_contraction import IrrepContraction, SymmetricContraction
 
 BACKENDS = ("e3nn", "sparse_torch", "triton", "cueq")
@@ -66,9 +66,10 @@ def set_backend(
     fused = backend == "triton" if convolution is None else bool(convolution)
     if fused and (reason := triton_available()) is not None:
         raise ValueError(f"the fused convolution (a Triton kernel) cannot run: {reason}")
-    for module in model.modules():
-        if isinstance(module, Interaction):
-            module.conv_backend = "triton" if fused else "e3nn"
+    interactions = [m for m in model.modules() if isinstance(m, Interaction)]
+    for module in interactions:
+        module.conv_backend = "triton" if fused else "e3nn"
+    warn_unused_edge_chunk(interactions)
     for module in model.modules():
         if not isinstance(module, SymmetricContraction | IrrepContraction):
             continue

@@ -42,6 +42,8 @@ tensor product; the cost is one more tensor-product forward per backward.
 from __future__ import annotations
 
 import itertools
+import logging
+from typing import Any
 
 import torch
 from e3nn import o3
@@ -69,6 +71,17 @@ class NeighbourSum(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"avg_num_neighbors={self.avg_num_neighbors}"
+
+
+def warn_unused_edge_chunk(interactions: Any) -> None:
+    """Log once when ``edge_chunk`` is set where the fused convolution ignores it (it writes
+    no per-edge messages, so there is nothing to chunk)."""
+    if any(m.edge_chunk is not None and m.conv_backend == "triton" for m in interactions):
+        logging.getLogger(__name__).warning(
+            "model.edge_chunk is not used with the fused convolution, which keeps no "
+            "per-edge messages; set model.fused_convolution=false to chunk the e3nn "
+            "convolution instead"
+        )
 
 
 class Interaction(torch.nn.Module):

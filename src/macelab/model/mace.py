@@ -44,7 +44,7 @@ from macelab._compat import quietly_built
 from macelab.model.edges import EdgeGeometry, spherical_harmonics
 from macelab.model.embedding import ElementTable, NodeEmbedding
 from macelab.model.energy import AtomicEnergies, EnergySum, ScaleShift
-from macelab.model.interaction import Interaction
+from macelab.model.interaction import Interaction, warn_unused_edge_chunk
 from macelab.model.irreps import a_irreps, hidden_irreps, scalar_irreps, sh_irreps
 from macelab.model.outputs import forces_and_stress, symmetric_displacement
 from macelab.model.product import ProductBasis
@@ -261,6 +261,7 @@ class MACE(torch.nn.Module):
             raise ValueError(f"edge_chunk must be a positive number of edges, got {edges}")
         for interaction in self.interactions:
             interaction.edge_chunk = None if edges is None else int(edges)
+        warn_unused_edge_chunk(self.interactions)
 
     def set_correlation(self, order: int | None, zero_inactive: bool = False) -> None:
         """Progressive correlation order: compute the product basis only up to ``order``
