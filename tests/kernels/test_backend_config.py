@@ -75,7 +75,8 @@ def test_checkpoint_keeps_the_backend_and_loads_with_any(
 ):
     """A tiny real run with the sparse_torch backend: finite losses, the checkpoint loads
     with its backend, with e3nn on request (same energies), and a Triton-trained
-    checkpoint falls back to e3nn, logged, where Triton cannot run."""
+    checkpoint falls back to e3nn, logged, where Triton cannot run (as does one trained
+    with the fused convolution)."""
     from macelab.train import run_training
     from macelab.training.checkpoint import check_compatible, load_model, read_checkpoint
 
@@ -113,3 +114,22 @@ def test_checkpoint_keeps_the_backend_and_loads_with_any(
         loaded, _ = load_model(triton_ckpt)
     assert _backends(loaded) == {"e3nn"}
     assert "loads with the e3nn backend" in caplog.text
+    # ... and one trained with the fused convolution beside the e3nn contraction
+    checkpoint["hyper_parameters"]["model"].update(backend="e3nn", fused_convolution=True)
+    fused_ckpt = tmp_path / "fused.ckpt"
+    torch.save(checkpoint, fused_ckpt)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="macelab.training.checkpoint"):
+        loaded, _ = load_model(fused_ckpt)
+    assert {m.conv_backend for m in loaded.interactions} == {"e3nn"}
+    assert "fused convolution cannot run" in caplog.text
+
+
+def test_fused_convolution_config_key():
+    """model.fused_convolution is a runtime key (a checkpoint may resume with it changed:
+    same function), and null leaves the e3nn convolution with the e3nn backend."""
+    from macelab.model.build import RUNTIME_KEYS
+
+    assert "fused_convolution" in RUNTIME_KEYS
+    model = build_model({**CONFIG, "fused_convolution": None})
+    assert {m.conv_backend for m in model.interactions} == {"e3nn"}
