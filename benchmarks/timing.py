@@ -12,10 +12,13 @@ CPU neither is measured; both are null.
 
 from __future__ import annotations
 
+import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import torch
@@ -140,3 +143,26 @@ def copy_GBps(size_MiB: int, device: torch.device) -> float:
     dst = torch.empty_like(src)
     ms = _event_median_ms(lambda: dst.copy_(src), device, 3, 10)
     return 2 * n * 4 / (ms * 1e-3) / 1e9
+
+
+def run_record(
+    benchmark: str, device: torch.device, argv: list[str] | None, started: float, **fields: Any
+) -> dict[str, Any]:
+    """The header of a kernel benchmark's JSON record: name, date, device, torch, the command
+    that reproduces it (``argv``: None for this process's), seconds since ``started``, and
+    ``fields`` (settings and rows)."""
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()} CPU"
+    )
+    arguments = sys.argv[1:] if argv is None else argv
+    return {
+        "benchmark": benchmark,
+        "date": date.today().isoformat(),
+        "device": name,
+        "torch": torch.__version__,
+        "command": f"python -m benchmarks.{benchmark} " + " ".join(arguments),
+        "seconds": time.perf_counter() - started,
+        **fields,
+    }

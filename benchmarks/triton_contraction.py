@@ -34,17 +34,14 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import platform
-import sys
 import time
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks.settings import Reps
-from benchmarks.timing import time_calls
+from benchmarks.timing import run_record, time_calls
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp64": torch.float64}
 # x the forward multiply-adds
@@ -244,19 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
                     ms = "oom" if row["ms"] is None else f"{row['ms']:.3f} ms"
                     print(f"{backend} {precision} n={num_atoms} {row['mode']}: {ms}")
-    record = {
-        "benchmark": "triton_contraction",
-        "date": date.today().isoformat(),
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"{platform.processor() or platform.machine()} CPU",
-        "torch": torch.__version__,
-        "size": size,
-        "command": "python -m benchmarks.triton_contraction "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "seconds": time.perf_counter() - started,
-        "rows": rows,
-    }
+    record = run_record("triton_contraction", device, argv, started, size=size, rows=rows)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "triton_contraction.json").write_text(json.dumps(record, indent=2))
     (args.out / "triton_contraction.md").write_text(markdown(record))

@@ -27,32 +27,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks.settings import Reps
-from benchmarks.timing import time_calls
+from benchmarks.timing import run_record, time_calls
 
 MODES = {"forward": 1, "forces": 4, "double_backward": 11}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp64": torch.float64}
 
 
 def tensor_product(channels: int, max_L: int, max_ell: int) -> torch.nn.Module:
-    from e3nn import o3
+    """An interaction's tensor product: ``channels x (0e..max_L)`` features, harmonics and
+    outputs up to ``max_ell``."""
+    from macelab.model.irreps import channelwise_tensor_product, hidden_irreps, sh_irreps
 
-    from macelab.model.irreps import channelwise_instructions, hidden_irreps, sh_irreps
-
-    node, edge = hidden_irreps(channels, max_L), sh_irreps(max_ell)
-    mid, instructions = channelwise_instructions(node, edge, hidden_irreps(channels, max_ell))
-    return o3.TensorProduct(
-        node, edge, mid, instructions=instructions, shared_weights=False, internal_weights=False
-    )
+    target = hidden_irreps(channels, max_ell)
+    return channelwise_tensor_product(hidden_irreps(channels, max_L), sh_irreps(max_ell), target)
 
 
 def systems(tiny: bool) -> dict[str, torch.Tensor]:
@@ -84,11 +78,13 @@ def run_mode(fn, tp, h, y, w, edge_index, mode: str) -> Any:
 
 
 def e3nn_sum(tp, h, y, w, sender, receiver):
+    """The reference: e3nn's per-edge messages, then index_add over receivers."""
     messages = tp(h[sender], y, w)
     return messages.new_zeros(h.shape[0], messages.shape[1]).index_add(0, receiver, messages)
 
 
 def fused_sum(tp, h, y, w, sender, receiver):
+    """The same sum through the fused Triton kernels."""
     from macelab.kernels.conv_plan import conv_plan
     from macelab.kernels.triton_conv import ConvGraph, fused_neighbour_sum
 
@@ -214,19 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += measure(layer, tp, system, edge_index, n_atoms, device, reps,
                             args.precisions, args.backends)  # fmt: skip
             # written after every layer, so a run cut off by a time limit keeps its rows
-            record = {
-                "benchmark": "triton_conv",
-                "date": date.today().isoformat(),
-                "device": torch.cuda.get_device_name(device)
-                if device.type == "cuda"
-                else f"{platform.processor() or platform.machine()} CPU",
-                "torch": torch.__version__,
-                "channels": channels,
-                "command": "python -m benchmarks.triton_conv "
-                + " ".join(sys.argv[1:] if argv is None else argv),
-                "seconds": time.perf_counter() - started,
-                "rows": rows,
-            }
+            record = run_record("triton_conv", device, argv, started, channels=channels, rows=rows)
             (args.out / "triton_conv.json").write_text(json.dumps(record, indent=2))
             (args.out / "triton_conv.md").write_text(markdown(record))
     return 0

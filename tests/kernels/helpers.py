@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from e3nn import o3
 
-from macelab.model.irreps import channelwise_instructions, hidden_irreps, sh_irreps
+from macelab.model.irreps import channelwise_tensor_product as tensor_product
+from macelab.model.irreps import hidden_irreps, sh_irreps
 from macelab.model.symmetric_contraction import SymmetricContraction
 
 
@@ -15,11 +16,8 @@ def channelwise_tensor_product(
     """Eq. 8's tensor product as an Interaction builds it (float64), of node features
     ``channels x (0e..max_L)`` (or ``node_irreps``) with harmonics up to ``max_ell``."""
     node = o3.Irreps(node_irreps) if node_irreps else hidden_irreps(channels, max_L)
-    edge = sh_irreps(max_ell)
-    mid, instructions = channelwise_instructions(node, edge, hidden_irreps(channels, max_ell))
-    return o3.TensorProduct(
-        node, edge, mid, instructions=instructions, shared_weights=False, internal_weights=False
-    ).double()
+    target = hidden_irreps(channels, max_ell)
+    return tensor_product(node, sh_irreps(max_ell), target).double()
 
 
 def contraction(

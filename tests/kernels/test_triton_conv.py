@@ -13,8 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks.triton_conv import e3nn_sum as _e3nn_sum
+from benchmarks.triton_conv import fused_sum as _fused_sum
 from macelab.kernels.conv_plan import conv_plan, reference_messages
-from macelab.kernels.triton_conv import ConvGraph, fused_neighbour_sum
 
 from .helpers import channelwise_tensor_product as _tensor_product
 
@@ -35,16 +36,6 @@ def _graph_inputs(tp, n: int, n_edges: int, dtype=torch.float64, seed=0):
     ]
     tensors = [t.to(dtype).requires_grad_(True) for t in tensors]
     return (*tensors, sender, receiver)
-
-
-def _e3nn_sum(tp, h, y, w, sender, receiver):
-    messages = tp(h[sender], y, w)
-    return messages.new_zeros(h.shape[0], messages.shape[1]).index_add(0, receiver, messages)
-
-
-def _fused_sum(tp, h, y, w, sender, receiver):
-    graph = ConvGraph.build(sender, receiver, h.shape[0])
-    return fused_neighbour_sum(conv_plan(tp), h, y, w, graph)
 
 
 def _derivatives(sum_fn, tp, h, y, w, sender, receiver):

@@ -49,7 +49,7 @@ import torch
 from e3nn import o3
 from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
-from macelab.model.irreps import channelwise_instructions, flat_to_channels
+from macelab.model.irreps import channelwise_tensor_product, flat_to_channels
 from macelab.model.radial import radial_mlp
 
 
@@ -114,17 +114,10 @@ class Interaction(torch.nn.Module):
         self.edge_irreps = o3.Irreps(edge_irreps)
         self.a_irreps = o3.Irreps(a_irreps)
         self.linear_up = o3.Linear(self.node_irreps, self.node_irreps)
-        self.irreps_mid, instructions = channelwise_instructions(
+        self.tensor_product = channelwise_tensor_product(
             self.node_irreps, self.edge_irreps, self.a_irreps
         )
-        self.tensor_product = o3.TensorProduct(
-            self.node_irreps,
-            self.edge_irreps,
-            self.irreps_mid,
-            instructions=instructions,
-            shared_weights=False,
-            internal_weights=False,
-        )
+        self.irreps_mid = self.tensor_product.irreps_out
         num_weights = self.tensor_product.weight_numel
         self.radial_mlp = radial_mlp(num_bessel, list(radial_hidden), num_weights)
         self.aggregation = NeighbourSum(avg_num_neighbors)

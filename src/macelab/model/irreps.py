@@ -90,3 +90,19 @@ def flat_to_channels(x: torch.Tensor, irreps: o3.Irreps) -> torch.Tensor:
         blocks.append(x[:, start : start + mul * ir.dim].reshape(x.shape[0], mul, ir.dim))
         start += mul * ir.dim
     return torch.cat(blocks, dim=-1)
+
+
+def channelwise_tensor_product(
+    irreps_node: o3.Irreps, irreps_edge: o3.Irreps, irreps_target: o3.Irreps
+) -> o3.TensorProduct:
+    """Eq. 8's channel-wise tensor product (paths of :func:`channelwise_instructions`),
+    with per-edge weights given at call time (the radial MLP's output)."""
+    irreps_mid, instructions = channelwise_instructions(irreps_node, irreps_edge, irreps_target)
+    return o3.TensorProduct(
+        irreps_node,
+        irreps_edge,
+        irreps_mid,
+        instructions=instructions,
+        shared_weights=False,
+        internal_weights=False,
+    )
