@@ -63,13 +63,15 @@ MACELAB_CUEQ = "macelab+cueq"
 MACELAB_CONV = "macelab+conv"
 MACELAB_CONV_GRAPHS = "macelab+conv+graphs"
 MACELAB_CONV_CUEQ = "macelab+conv+cueq"
+MACELAB_CONV_COMPILED = "macelab+conv+compiled"
 GRAPHS_PRECISIONS = ("32", "bf16-mixed")
 TRITON_PRECISIONS = ("32",)
 GRAPHED = (MACELAB_GRAPHS, MACELAB_TRITON_GRAPHS, MACELAB_CONV_GRAPHS)  # CUDA-graph replays
+COMPILED = (MACELAB_COMPILED, MACELAB_CONV_COMPILED)  # make_fx + Inductor + CUDA graphs
 # Paths that take macelab's inputs
 MACELAB_FAMILY = (
     MACELAB, MACELAB_TRITON, MACELAB_CUEQ, MACELAB_CONV, MACELAB_CONV_CUEQ, *GRAPHED,
-    MACELAB_COMPILED,
+    *COMPILED,
 )  # fmt: skip
 
 
@@ -204,9 +206,9 @@ class Path:
         if self.implementation in GRAPHED and not training and model is None:
             out = self.graphed_potential()(inputs)
             return out["energy"], out["forces"]
-        if self.implementation == MACELAB_COMPILED:
+        if self.implementation in COMPILED:
             if training or model is not None:
-                raise NotImplementedError("macelab+compiled is an inference path")
+                raise NotImplementedError(f"{self.implementation} is an inference path")
             out = self.graphed_potential()(inputs)
             return out["energy"], out["forces"]
         model = model if model is not None else self.ensure_model()
@@ -239,7 +241,7 @@ class Path:
 
     def graphed_potential(self) -> Any:
         """The CUDA-graph potential of this path's model (built on first use)."""
-        if self.graphed is None and self.implementation == MACELAB_COMPILED:
+        if self.graphed is None and self.implementation in COMPILED:
             from macelab.speed.compiled import CompiledPotential
 
             self.graphed = CompiledPotential(self.ensure_model(), context=self.graph_context())
@@ -288,8 +290,9 @@ def _backend_paths(
     """The macelab model with another contraction backend or the fused convolution, in
     ``TRITON_PRECISIONS``: ``macelab+triton`` and ``macelab+conv`` (eager; on a CPU only in
     Triton's interpreter, ``TRITON_INTERPRET=1``, which checks the path but is no speed),
-    the ``+graphs`` paths (CUDA only) and the ``cueq`` paths (CUDA only: cuEquivariance's CPU
-    method is no speed reference)."""
+    the ``+graphs`` and ``+compiled`` paths (CUDA only; ``macelab+conv+compiled``: make_fx +
+    Inductor + CUDA graphs around the fused convolution, training and inference) and the
+    ``cueq`` paths (CUDA only: cuEquivariance's CPU method is no speed reference)."""
     from macelab.kernels import check_backend
 
     def why_not(backend: str, cuda_only: str | None) -> str | None:
@@ -311,6 +314,7 @@ def _backend_paths(
         (MACELAB_CONV, "e3nn", True, conv),
         (MACELAB_CONV_GRAPHS, "e3nn", True, conv or why_not("e3nn", graphs)),
         (MACELAB_CONV_CUEQ, "cueq", True, conv or why_not("cueq", cueq)),
+        (MACELAB_CONV_COMPILED, "e3nn", True, conv or why_not("e3nn", graphs)),
     ]
     paths = []
     for implementation, backend, fused, unavailable in variants:

@@ -23,6 +23,28 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks.timing import synchronize
 
 TOP_KERNELS = 10
+
+# Kernel groups, for where the GPU time of a step goes: the first group whose words occur in
+# a kernel's name (lower case) takes it.
+KERNEL_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("fused conv", ("conv_recv", "conv_send", "conv_edge")),
+    ("triton contraction", ("contraction_kernel", "contraction_backward_kernel")),
+    ("matmul", ("gemm", "xmma", "cutlass", "matmul", "dot_kernel")),
+    ("inductor", ("triton_",)),
+    ("elementwise", ("elementwise", "unrolled", "fill", "copy")),
+    ("reduce, index, scatter", ("reduce", "index", "scatter", "gather", "sort", "scan", "cum")),
+)
+
+
+def kernel_group(name: str) -> str:
+    """The group of a CUDA kernel name (see ``KERNEL_GROUPS``); "other" when none matches."""
+    lower = name.lower()
+    for group, words in KERNEL_GROUPS:
+        if any(word in lower for word in words):
+            return group
+    return "other"
+
+
 LAUNCH_CALLS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
 
 
@@ -66,6 +88,7 @@ def profile_call(fn: Callable[[], Any], device: torch.device) -> dict[str, Any]:
         "gpu_busy_ms": None,
         "gpu_busy_fraction": None,
         "top_kernels": [],
+        "kernel_groups_ms": {},
     }
     if device.type == "cuda":
         busy_ms = _union_us([(e.time_range.start, e.time_range.end) for e in kernels]) / 1e3
@@ -77,6 +100,10 @@ def profile_call(fn: Callable[[], Any], device: torch.device) -> dict[str, Any]:
             gpu_busy_fraction=busy_ms / wall_ms if wall_ms > 0 else None,
         )
         timed = kernels
+        groups: dict[str, float] = defaultdict(float)
+        for e in kernels:
+            groups[kernel_group(e.name)] += e.time_range.elapsed_us() / 1e3
+        summary["kernel_groups_ms"] = dict(sorted(groups.items(), key=lambda item: -item[1]))
     else:
         timed = [e for e in aten_ops if e.cpu_parent is None]
     totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])

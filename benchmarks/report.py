@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from benchmarks.profiling import KERNEL_GROUPS
+
 RECORD_FIELDS = (
     "workload",
     "implementation",
@@ -340,6 +342,27 @@ def profile_table(records: list[dict[str, Any]]) -> list[str]:
     return _table(header, rows)
 
 
+def profile_groups_table(records: list[dict[str, Any]]) -> list[str]:
+    """Profiles: GPU milliseconds per kernel group (benchmarks.profiling.KERNEL_GROUPS)."""
+    profiled = [
+        r
+        for r in records
+        if r["workload"].startswith("profile") and (r.get("profile") or {}).get("kernel_groups_ms")
+    ]
+    if not profiled:
+        return []
+    groups = [group for group, _ in KERNEL_GROUPS] + ["other"]
+    rows = []
+    for r in profiled:
+        p = r["profile"]
+        ms = p["kernel_groups_ms"]
+        total = sum(ms.values())
+        row = [r["workload"], f"{r['implementation']}/{r['precision']}", _fmt(total)]
+        row += [f"{_fmt(ms[g])} ({ms[g] / total:.0%})" if ms.get(g) else "-" for g in groups]
+        rows.append(row)
+    return _table(["profile", "path", "kernel ms", *groups], rows)
+
+
 def ceiling_table(records: list[dict[str, Any]]) -> list[str]:
     """The device's measured matrix and copy ceilings."""
     rows = []
@@ -369,6 +392,7 @@ def markdown(records: list[dict[str, Any]], title: str) -> str:
     for name, table in (
         ("Ceilings", ceiling_table(records)),
         ("Profiles", profile_table(records)),
+        ("GPU time by kernel group", profile_groups_table(records)),
         ("Scaling (water, inference energy+forces)", scaling_table(records)),
         ("Main table", main_table(records)),
     ):

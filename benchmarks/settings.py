@@ -74,8 +74,17 @@ class Settings:
         "macelab+triton+graphs/32",
         "macelab+conv/32",
         "macelab+conv+graphs/32",
+        "macelab+conv+compiled/32",
         "macelab/bf16-mixed",
         "mace-torch/64",
+        "mace-torch/32",
+        "mace-torch+cueq/32",
+    )
+    profile_large_paths: tuple[str, ...] = (
+        "macelab+triton/32",
+        "macelab+triton+graphs/32",
+        "macelab+conv/32",
+        "macelab+conv+cueq/32",
         "mace-torch/32",
         "mace-torch+cueq/32",
     )
@@ -112,6 +121,7 @@ TINY = Settings(
     scaling_atoms=(30, 90),
     scaling_paths=("macelab/32", "mace-torch/32"),
     profile_paths=("macelab/32", "mace-torch/32"),
+    profile_large_paths=("macelab/32", "mace-torch/32"),
     train_reps=Reps(warmup=0, repeat=2, max_seconds=2.0),
     infer_small_reps=Reps(warmup=1, repeat=2, max_seconds=1.0),
     infer_large_reps=Reps(warmup=0, repeat=2, max_seconds=1.0),

@@ -30,7 +30,7 @@ import torch
 from torch_geometric.data import Batch
 
 from benchmarks import flops as flop_count
-from benchmarks.implementations import GRAPHED, MACELAB_COMPILED, Path
+from benchmarks.implementations import COMPILED, GRAPHED, Path
 from benchmarks.measure import (
     Context,
     Reference,
@@ -144,7 +144,7 @@ def training(
         for b in batches
     ]
     graphed = None
-    if path.implementation in (*GRAPHED, MACELAB_COMPILED):
+    if path.implementation in (*GRAPHED, *COMPILED):
         from macelab.speed.compiled_train import CompiledTrainStep
         from macelab.speed.train_step import GraphedTrainStep
         from macelab.training.loss import EnergyForcesLoss, LossWeights
@@ -197,7 +197,7 @@ def train_step(ctx: Context, batch_size: int) -> None:
 
         def body(path: Path = path, record: dict = record) -> None:
             inputs = [path.prepare(b) for b in batches]
-            compiled = path.implementation == MACELAB_COMPILED
+            compiled = path.implementation in COMPILED
             flops = _flops(ctx, batches, "training", path)
             record["flops"] = flops
             with training(path, inputs, batches, ctx.device) as step:
@@ -331,19 +331,43 @@ def infer_large(ctx: Context) -> None:
 
 
 def profiles(ctx: Context) -> None:
-    """torch.profiler of one training step (batch 5) and one small-molecule inference."""
+    """torch.profiler of one training step (batch 5), one small-molecule inference and one
+    inference on the large water box (``profile_large_paths`` only: the e3nn paths need
+    40 GB there)."""
     s = ctx.settings
     train_batches = _to_device(molecule_batches(ctx, s.train_batch_sizes[0], 2), ctx.device)
     small = _to_device(molecule_batches(ctx, 1, 1), ctx.device)
     name = ctx.molecules.name
+    water = water_box(s.water_molecules, seed=0)
+    large = [make_batch([water], s.model.r_max).to(ctx.device)]
+    water_key = f"water {3 * s.check_water_molecules} atoms"
+    # (workload, batches, training?, label, batch checked against float64, its key, paths)
     cases = [
-        ("profile_train", train_batches, True, f"{name} x{s.train_batch_sizes[0]}"),
-        ("profile_infer", small, False, f"{name} x1"),
+        (
+            "profile_train",
+            train_batches,
+            True,
+            f"{name} x{s.train_batch_sizes[0]}",
+            train_batches[0],
+            "profile_train",
+            s.profile_paths,
+        ),
+        ("profile_infer", small, False, f"{name} x1", small[0], "profile_infer", s.profile_paths),
+        (
+            "profile_large",
+            large,
+            False,
+            f"water {large[0].num_nodes} atoms (pbc, 1 g/cm^3)",
+            check_water(ctx),
+            water_key,
+            s.profile_large_paths,
+        ),
     ]
-    for workload, batches, is_training, label in cases:
-        ref = lazy_reference(ctx, workload, batches[0])
-        system = _system_fields(label, batches, ctx.molecules.source)
-        for path in [p for p in ctx.paths if p.name in s.profile_paths]:
+    for workload, batches, is_training, label, check_batch, key, names in cases:
+        ref = lazy_reference(ctx, key, check_batch)
+        source = water.source if workload == "profile_large" else ctx.molecules.source
+        system = _system_fields(label, batches, source)
+        for path in [p for p in ctx.paths if p.name in names]:
             record = new_record(workload, "", "", system, ctx.common)
 
             def body(
@@ -352,15 +376,16 @@ def profiles(ctx: Context) -> None:
                 batches: list = batches,
                 is_training: bool = is_training,
                 ref: Callable[[], Reference] = ref,
-                label: str = label,
+                check_batch: Batch = check_batch,
+                key: str = key,
             ) -> None:
-                inputs = [path.prepare(b) for b in batches]
-                energy, forces = path.forward(inputs[0], training=is_training)
-                record["correctness"] = check(path, energy, forces, ref(), label)
+                energy, forces = path.forward(path.prepare(check_batch), training=is_training)
+                record["correctness"] = check(path, energy, forces, ref(), key)
                 del energy, forces
                 if not record["correctness"]["passed"]:
                     record["refused"] = refusal(record["correctness"])
                     return
+                inputs = [path.prepare(b) for b in batches]
                 with contextlib.ExitStack() as stack:
                     if is_training:
                         step = stack.enter_context(training(path, inputs, batches, ctx.device))

@@ -20,7 +20,7 @@ from benchmarks.report import CORRECTNESS_FIELDS, RECORD_FIELDS, SPEED_FIELDS
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMED = {"train_step", "infer_small", "infer_large", "scaling"}
-EVERY_WORKLOAD = TIMED | {"ceiling", "profile_train", "profile_infer"}
+EVERY_WORKLOAD = TIMED | {"ceiling", "profile_train", "profile_infer", "profile_large"}
 
 
 def _finite(value: object) -> bool:
@@ -82,6 +82,7 @@ def test_numbers_are_finite_or_explained(run: tuple[list[dict], Path, str]) -> N
             assert _finite(profile["unprofiled_ms"]), label
             assert profile["kernels"] is None and profile["gpu_busy_ms"] is None  # CPU run
             assert profile["top_kernels"], label
+            assert profile["kernel_groups_ms"] == {}, label  # CUDA kernels only
             continue
         speed = record["speed"]
         assert set(SPEED_FIELDS) <= set(speed), label

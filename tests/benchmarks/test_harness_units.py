@@ -10,7 +10,8 @@ import torch
 from benchmarks import flops
 from benchmarks.measure import Reference, check
 from benchmarks.precisions import PRECISIONS, macelab_precisions, precision
-from benchmarks.report import main_table
+from benchmarks.profiling import kernel_group
+from benchmarks.report import main_table, profile_groups_table
 
 
 def test_einsum_cost_counts_multiply_and_add() -> None:
@@ -107,3 +108,29 @@ def test_every_macelab_precision_has_a_bound() -> None:
     assert not unknown, f"add {unknown} to PRECISIONS in benchmarks/precisions.py"
     assert [p.name for p in described] == [p.name for p in PRECISIONS]
     assert all(0 < p.bound < 0.1 for p in PRECISIONS)
+
+
+def test_kernel_names_fall_into_their_groups() -> None:
+    assert kernel_group("conv_recv") == "fused conv"
+    assert kernel_group("conv_edge") == "fused conv"
+    assert kernel_group("contraction_backward_kernel") == "triton contraction"
+    assert kernel_group("sm80_xmma_gemm_f32f32_f32f32_f32_tn_n") == "matmul"
+    assert kernel_group("triton_poi_fused_mul_0") == "inductor"
+    assert kernel_group("void at::native::vectorized_elementwise_kernel<4>") == "elementwise"
+    assert kernel_group("void at::native::reduce_kernel<512, 1>") == "reduce, index, scatter"
+    assert kernel_group("void at::native::indexFuncLargeIndex<float>") == "reduce, index, scatter"
+    assert kernel_group("some_library_kernel") == "other"
+
+
+def test_group_table_shows_each_groups_share() -> None:
+    record = {
+        "workload": "profile_train",
+        "implementation": "macelab+conv",
+        "precision": "32",
+        "profile": {"kernel_groups_ms": {"fused conv": 3.0, "matmul": 1.0}},
+    }
+    header, _, row = profile_groups_table([record])
+    assert "fused conv" in header and "other" in header
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:4] == ["profile_train", "macelab+conv/32", "4", "3 (75%)"]
+    assert "1 (25%)" in cells and cells[-1] == "-"

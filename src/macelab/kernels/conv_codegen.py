@@ -41,7 +41,10 @@ KINDS = ("recv", "send", "edge")
 def kernel_source(
     plan: ConvPlan, kind: str, need_dy: bool, need_dr: bool, fp64: bool, interpret: bool
 ) -> str:
-    """Python source of a module defining ``kernel`` (a ``triton.jit`` function)."""
+    """Python source of a module defining ``conv_<kind>`` (a ``triton.jit`` function).
+
+    The name carries the kind so that profiles tell the three passes apart.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown kernel kind {kind!r}")
     gen = _Generator(plan, fp64)
@@ -59,7 +62,7 @@ def kernel_source(
         "",
         "",
         "@triton.jit",
-        "def kernel(y_ptr, h_ptr, r_ptr, g_ptr, out_ptr, out2_ptr, sender_ptr, receiver_ptr,",
+        f"def conv_{kind}(y_ptr, h_ptr, r_ptr, g_ptr, out_ptr, out2_ptr, sender_ptr, receiver_ptr,",
         "           perm_ptr, csr_ptr, LOOP: tl.constexpr, BLOCK_C: tl.constexpr):",
     ]
     return "\n".join(header + ["    " + line for line in lines]) + "\n"
@@ -86,13 +89,50 @@ class _Generator:
         sh = self.p.sh_dim
         return [f"y{m} = tl.load(y_ptr + e * {sh} + {m}).to({self.acc}){scale}" for m in m1s]
 
+    @staticmethod
+    def block_address(row: str, width: int, offset: int, dim: int, m: int) -> str:
+        """Offset of component ``m`` of channels ``c`` of the block at ``offset`` (e3nn's
+        layout: ``[rows, width]``, a block of multiplicity C is ``[C, dim]``)."""
+        return f"{row} * {width} + ({offset} + c * {dim} + {m})"
+
+    def load_block(
+        self,
+        name: str,
+        ptr: str,
+        comps: set[tuple[int, int]],
+        row: str,
+        width: int,
+        offsets: tuple[int, ...],
+        dims: tuple[int, ...],
+    ) -> list[str]:
+        return [
+            f"{name}{q}_{m} = tl.load({ptr} + "
+            f"{self.block_address(row, width, offsets[q], dims[q], m)}, mask=cm, other=0.0)"
+            f".to({self.acc})"
+            for q, m in sorted(comps)
+        ]
+
+    def zeros(self, prefix: str, dims: tuple[int, ...]) -> list[str]:
+        """Accumulators ``{prefix}{block}_{m}``, one per component of each block."""
+        return [
+            f"{prefix}{q}_{m} = tl.full([BLOCK_C], 0.0, {self.acc})"
+            for q, d in enumerate(dims)
+            for m in range(d)
+        ]
+
+    def store_blocks(
+        self, prefix: str, row: str, width: int, offsets: tuple[int, ...], dims: tuple[int, ...]
+    ) -> list[str]:
+        return [
+            f"tl.store(out_ptr + {self.block_address(row, width, offsets[q], d, m)}, "
+            f"{prefix}{q}_{m}, mask=cm)"
+            for q, d in enumerate(dims)
+            for m in range(d)
+        ]
+
     def load_h(self, comps: set[tuple[int, int]], row: str) -> list[str]:
         p = self.p
-        return [
-            f"h{b}_{m} = tl.load(h_ptr + {row} * {p.node_dim} + ({p.node_offsets[b]} + c * "
-            f"{p.node_dims[b]} + {m}), mask=cm, other=0.0).to({self.acc})"
-            for b, m in sorted(comps)
-        ]
+        return self.load_block("h", "h_ptr", comps, row, p.node_dim, p.node_offsets, p.node_dims)
 
     def load_r(self, paths: set[int]) -> list[str]:
         width, c_ = self.p.num_paths * self.p.channels, self.p.channels
@@ -104,11 +144,7 @@ class _Generator:
 
     def load_g(self, comps: set[tuple[int, int]], row: str) -> list[str]:
         p = self.p
-        return [
-            f"g{q}_{m} = tl.load(g_ptr + {row} * {p.mid_dim} + ({p.mid_offsets[q]} + c * "
-            f"{p.mid_dims[q]} + {m}), mask=cm, other=0.0).to({self.acc})"
-            for q, m in sorted(comps)
-        ]
+        return self.load_block("g", "g_ptr", comps, row, p.mid_dim, p.mid_offsets, p.mid_dims)
 
     def csr_loop(self, interpret: bool, row: str, other: str, endpoint: str) -> list[str]:
         """Header of the loop over the edges of atom ``row``; ``other`` (the edge's other
@@ -143,8 +179,7 @@ class _Generator:
         lines = ["i = tl.program_id(0).to(tl.int64)"]
         lines += self.channel_block("tl.program_id(1) * BLOCK_C")
         lines += self.constants()
-        acc_names = [f"a{q}_{m}" for q, d in enumerate(p.mid_dims) for m in range(d)]
-        lines += [f"{name} = tl.full([BLOCK_C], 0.0, {self.acc})" for name in acc_names]
+        lines += self.zeros("a", p.mid_dims)
         lines += self.csr_loop(interpret, "i", "j", "sender")
         body = self.load_y({e[1] for e in p.entries}, " * okf" if interpret else "")
         body += self.load_h({(e[2], e[3]) for e in p.entries}, "j")
@@ -155,12 +190,7 @@ class _Generator:
             )
             body.append(f"a{path}_{m3} += r{path} * ({terms})")
         lines += ["    " + line for line in body]
-        for q, d in enumerate(p.mid_dims):
-            for m in range(d):
-                lines.append(
-                    f"tl.store(out_ptr + i * {p.mid_dim} + ({p.mid_offsets[q]} + c * {d} + {m}), "
-                    f"a{q}_{m}, mask=cm)"
-                )
+        lines += self.store_blocks("a", "i", p.mid_dim, p.mid_offsets, p.mid_dims)
         return lines
 
     def send(self, interpret: bool) -> list[str]:
@@ -172,8 +202,7 @@ class _Generator:
         lines = ["j = tl.program_id(0).to(tl.int64)"]
         lines += self.channel_block("tl.program_id(1) * BLOCK_C")
         lines += self.constants()
-        acc_names = [f"a{b}_{m}" for b, d in enumerate(p.node_dims) for m in range(d)]
-        lines += [f"{name} = tl.full([BLOCK_C], 0.0, {self.acc})" for name in acc_names]
+        lines += self.zeros("a", p.node_dims)
         lines += self.csr_loop(interpret, "j", "i", "receiver")
         g_comps = {(e[0], e[4]) for e in p.entries}
         body = self.load_y({e[1] for e in p.entries}, " * okf" if interpret else "")
@@ -186,12 +215,7 @@ class _Generator:
             )
             body.append(f"a{b}_{m2} += {terms}")
         lines += ["    " + line for line in body]
-        for b, d in enumerate(p.node_dims):
-            for m in range(d):
-                lines.append(
-                    f"tl.store(out_ptr + j * {p.node_dim} + ({p.node_offsets[b]} + c * {d} + "
-                    f"{m}), a{b}_{m}, mask=cm)"
-                )
+        lines += self.store_blocks("a", "j", p.node_dim, p.node_offsets, p.node_dims)
         return lines
 
     def edge(self, need_dy: bool, need_dr: bool) -> list[str]:

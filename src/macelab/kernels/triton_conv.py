@@ -25,7 +25,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -96,7 +96,7 @@ def _kernel(
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.kernel
+    return getattr(module, f"conv_{kind}")
 
 
 def _block_c(channels: int) -> int:
@@ -107,22 +107,104 @@ def _num_warps(block_c: int) -> int:
     return max(1, block_c // 32)
 
 
+# Plans by number: the custom operator below takes a plan as an int (its schema has no
+# Python objects); a number is valid in the process that registered it, as a traced
+# program is.
+_PLAN_IDS: dict[ConvPlan, int] = {}
+_PLANS: list[ConvPlan] = []
+
+
+def _plan_id(plan: ConvPlan) -> int:
+    if plan not in _PLAN_IDS:
+        _PLAN_IDS[plan] = len(_PLANS)
+        _PLANS.append(plan)
+    return _PLAN_IDS[plan]
+
+
 def _partials(
     plan: ConvPlan, graph: ConvGraph, wanted: tuple[int, ...], args: list[torch.Tensor | None]
 ) -> list[torch.Tensor]:
-    """``dPhi/dX`` for each slot X in ``wanted`` (without autograd), in float32 or float64."""
-    present = [a for a in args if a is not None]
-    fp64 = any(a.dtype == torch.float64 for a in present)
-    dtype = torch.float64 if fp64 else torch.float32
-    device = present[0].device
-    y, h, r, g = (None if a is None else a.contiguous() for a in args)
-    n, n_edges = graph.num_nodes, graph.sender.shape[0]
-    shapes = {
+    """``dPhi/dX`` for each slot X in ``wanted`` (without autograd), in float32 or float64.
+
+    Runs as the custom operator ``macelab::conv_partials``, so that ``make_fx`` and Inductor
+    (:mod:`macelab.speed.compiled`, :mod:`macelab.speed.compiled_train`) record one opaque
+    call with known output shapes instead of failing on the kernel launches.
+    """
+    graph_fields = (graph.sender, graph.receiver, graph.by_receiver, graph.receiver_ptr)
+    graph_fields += (graph.by_sender, graph.sender_ptr)
+    return torch.ops.macelab.conv_partials(_plan_id(plan), list(wanted), *args, *graph_fields)
+
+
+def _output_shapes(plan: ConvPlan, n: int, n_edges: int) -> dict[int, tuple[int, int]]:
+    return {
         Y: (n_edges, plan.sh_dim),
         H: (n, plan.node_dim),
         R: (n_edges, plan.num_paths * plan.channels),
         G: (n, plan.mid_dim),
     }
+
+
+def _accumulator_dtype(args: list[torch.Tensor | None]) -> torch.dtype:
+    fp64 = any(a is not None and a.dtype == torch.float64 for a in args)
+    return torch.float64 if fp64 else torch.float32
+
+
+@torch.library.custom_op("macelab::conv_partials", mutates_args=())
+def _conv_partials(
+    plan_id: int,
+    wanted: list[int],
+    y: Optional[torch.Tensor],  # noqa: UP045 (the schema parser needs Optional)
+    h: Optional[torch.Tensor],  # noqa: UP045
+    r: Optional[torch.Tensor],  # noqa: UP045
+    g: Optional[torch.Tensor],  # noqa: UP045
+    sender: torch.Tensor,
+    receiver: torch.Tensor,
+    by_receiver: torch.Tensor,
+    receiver_ptr: torch.Tensor,
+    by_sender: torch.Tensor,
+    sender_ptr: torch.Tensor,
+) -> list[torch.Tensor]:
+    index = (sender, receiver, by_receiver, receiver_ptr, by_sender, sender_ptr)
+    sender, receiver, by_receiver, receiver_ptr, by_sender, sender_ptr = (
+        t.contiguous() for t in index
+    )
+    graph = ConvGraph(
+        sender, receiver, by_receiver, receiver_ptr, by_sender, sender_ptr, len(receiver_ptr) - 1
+    )
+    return _launch(_PLANS[plan_id], graph, tuple(wanted), [y, h, r, g])
+
+
+@_conv_partials.register_fake
+def _(
+    plan_id: int,
+    wanted: list[int],
+    y: Optional[torch.Tensor],  # noqa: UP045
+    h: Optional[torch.Tensor],  # noqa: UP045
+    r: Optional[torch.Tensor],  # noqa: UP045
+    g: Optional[torch.Tensor],  # noqa: UP045
+    sender: torch.Tensor,
+    receiver: torch.Tensor,
+    by_receiver: torch.Tensor,
+    receiver_ptr: torch.Tensor,
+    by_sender: torch.Tensor,
+    sender_ptr: torch.Tensor,
+) -> list[torch.Tensor]:
+    shapes = _output_shapes(_PLANS[plan_id], receiver_ptr.shape[0] - 1, sender.shape[0])
+    dtype = _accumulator_dtype([y, h, r, g])
+    return [sender.new_empty(shapes[slot], dtype=dtype) for slot in wanted]
+
+
+def _launch(
+    plan: ConvPlan, graph: ConvGraph, wanted: tuple[int, ...], args: list[torch.Tensor | None]
+) -> list[torch.Tensor]:
+    """The kernels of :func:`_partials`."""
+    present = [a for a in args if a is not None]
+    fp64 = _accumulator_dtype(args) == torch.float64
+    dtype = torch.float64 if fp64 else torch.float32
+    device = present[0].device
+    y, h, r, g = (None if a is None else a.contiguous() for a in args)
+    n, n_edges = graph.num_nodes, graph.sender.shape[0]
+    shapes = _output_shapes(plan, n, n_edges)
     outputs = {slot: torch.zeros(shapes[slot], dtype=dtype, device=device) for slot in wanted}
     if n_edges == 0 or n == 0:
         return [outputs[slot] for slot in wanted]

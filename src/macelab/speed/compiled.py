@@ -8,7 +8,8 @@ graph input; Inductor then fuses it into far fewer kernels (Triton on the GPU, C
 CPU). The traced program has fixed shapes, so it is built once per shape bucket of
 :mod:`macelab.speed.padding` (tens of seconds for the paper model on an H100) and cached.
 
-The model is rebuilt without TorchScript (``torch.fx`` code, which the tracer can enter) and
+The model is rebuilt without TorchScript (``torch.fx`` code, which the tracer can enter),
+with the fused convolution if the model has it (a custom operator to the tracer), and
 with frozen weights: this is an inference path (MD, evaluation). Training keeps the eager
 model (:class:`macelab.speed.train_step.GraphedTrainStep` removes its launch overhead).
 """
@@ -47,10 +48,27 @@ def plain_copy(model: torch.nn.Module) -> torch.nn.Module:
         torch.set_default_dtype(previous_dtype)
     plain.load_state_dict(model.state_dict())
     copy_policy(model, plain)  # a precision policy's stages keep their dtypes
+    _copy_convolution(model, plain)
     plain = plain.to(device=parameter.device, dtype=parameter.dtype).eval()
     plain.requires_grad_(False)
     plain.elements.check_inputs = False  # checked by CompiledPotential before each call
     return plain
+
+
+def _copy_convolution(model: torch.nn.Module, plain: torch.nn.Module) -> None:
+    """The fused convolution (``model.fused_convolution``) carried over to the copy: its
+    kernels run as one custom operator, which the tracer records whole. The contraction
+    backends are not: the copy contracts with e3nn's dense code, which Inductor fuses.
+    Plans are probed here, outside any trace."""
+    from macelab.kernels.conv_plan import conv_plan
+    from macelab.model.interaction import Interaction
+
+    sources = [m for m in model.modules() if isinstance(m, Interaction)]
+    targets = [m for m in plain.modules() if isinstance(m, Interaction)]
+    for source, target in zip(sources, targets, strict=True):
+        target.conv_backend = source.conv_backend
+        if target.conv_backend == "triton":
+            conv_plan(target.tensor_product)
 
 
 class CompiledPotential:
