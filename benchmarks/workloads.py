@@ -496,7 +496,7 @@ RECORD_WORKLOAD = {
     "train_b32": ["train_step"],
     "infer_small": ["infer_small"],
     "infer_large": ["infer_large"],
-    "profile": ["profile_train", "profile_infer"],
+    "profile": ["profile_train", "profile_infer", "profile_large"],
     "scaling": ["scaling"],
 }
 
@@ -507,6 +507,8 @@ def skip_workload(ctx: Context, name: str) -> None:
         paths = ctx.paths
         if name == "scaling":
             paths = [p for p in ctx.paths if p.name in ctx.settings.scaling_paths]
+        elif workload == "profile_large":
+            paths = [p for p in ctx.paths if p.name in ctx.settings.profile_large_paths]
         elif name == "profile":
             paths = [p for p in ctx.paths if p.name in ctx.settings.profile_paths]
         for path in paths:
