@@ -63,6 +63,7 @@ class Settings:
         "macelab/bf16-mixed",
         "macelab+triton/32",
         "macelab+conv/32",
+        "macelab+conv+cueq/32",
         "mace-torch/32",
         "mace-torch+cueq/32",
     )

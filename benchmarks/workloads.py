@@ -379,12 +379,6 @@ def profiles(ctx: Context) -> None:
                 check_batch: Batch = check_batch,
                 key: str = key,
             ) -> None:
-                energy, forces = path.forward(path.prepare(check_batch), training=is_training)
-                record["correctness"] = check(path, energy, forces, ref(), key)
-                del energy, forces
-                if not record["correctness"]["passed"]:
-                    record["refused"] = refusal(record["correctness"])
-                    return
                 inputs = [path.prepare(b) for b in batches]
                 with contextlib.ExitStack() as stack:
                     if is_training:
@@ -394,6 +388,18 @@ def profiles(ctx: Context) -> None:
                         def step(k: int) -> None:
                             path.forward(inputs[k % len(inputs)], training=False)
 
+                    if is_training and path.implementation in COMPILED:
+                        step(0)  # checked on the compiled step's own first predictions
+                        energy, forces = step.last
+                    else:
+                        energy, forces = path.forward(
+                            path.prepare(check_batch), training=is_training
+                        )
+                    record["correctness"] = check(path, energy, forces, ref(), key)
+                    del energy, forces
+                    if not record["correctness"]["passed"]:
+                        record["refused"] = refusal(record["correctness"])
+                        return
                     unprofiled = time_calls(step, ctx.device, s.profile_reps)
                     summary = profile_call(lambda: step(s.profile_reps.warmup + 1), ctx.device)
                     summary["unprofiled_ms"] = unprofiled.ms
