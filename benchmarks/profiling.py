@@ -29,7 +29,7 @@ TOP_KERNELS = 10
 KERNEL_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("fused conv", ("conv_recv", "conv_send", "conv_edge")),
     ("triton contraction", ("contraction_kernel", "contraction_backward_kernel")),
-    ("matmul", ("gemm", "xmma", "cutlass", "matmul", "dot_kernel")),
+    ("matmul", ("gemm", "gemv", "xmma", "cutlass", "matmul", "dot_kernel")),
     ("inductor", ("triton_",)),
     ("elementwise", ("elementwise", "unrolled", "fill", "copy")),
     ("reduce, index, scatter", ("reduce", "index", "scatter", "gather", "sort", "scan", "cum")),

@@ -115,6 +115,7 @@ def test_kernel_names_fall_into_their_groups() -> None:
     assert kernel_group("conv_edge") == "fused conv"
     assert kernel_group("contraction_backward_kernel") == "triton contraction"
     assert kernel_group("sm80_xmma_gemm_f32f32_f32f32_f32_tn_n") == "matmul"
+    assert kernel_group("void gemv2N_kernel<int, int, float>") == "matmul"
     assert kernel_group("triton_poi_fused_mul_0") == "inductor"
     assert kernel_group("void at::native::vectorized_elementwise_kernel<4>") == "elementwise"
     assert kernel_group("void at::native::reduce_kernel<512, 1>") == "reduce, index, scatter"
