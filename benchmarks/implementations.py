@@ -64,9 +64,12 @@ MACELAB_CONV = "macelab+conv"
 MACELAB_CONV_GRAPHS = "macelab+conv+graphs"
 MACELAB_CONV_CUEQ = "macelab+conv+cueq"
 MACELAB_CONV_COMPILED = "macelab+conv+compiled"
+MACELAB_CONV_CUEQ_GRAPHS = "macelab+conv+cueq+graphs"
 GRAPHS_PRECISIONS = ("32", "bf16-mixed")
 TRITON_PRECISIONS = ("32",)
-GRAPHED = (MACELAB_GRAPHS, MACELAB_TRITON_GRAPHS, MACELAB_CONV_GRAPHS)  # CUDA-graph replays
+GRAPHED = (  # CUDA-graph replays
+    MACELAB_GRAPHS, MACELAB_TRITON_GRAPHS, MACELAB_CONV_GRAPHS, MACELAB_CONV_CUEQ_GRAPHS
+)  # fmt: skip
 COMPILED = (MACELAB_COMPILED, MACELAB_CONV_COMPILED)  # make_fx + Inductor + CUDA graphs
 # Paths that take macelab's inputs
 MACELAB_FAMILY = (
@@ -315,6 +318,8 @@ def _backend_paths(
         (MACELAB_CONV_GRAPHS, "e3nn", True, conv or why_not("e3nn", graphs)),
         (MACELAB_CONV_CUEQ, "cueq", True, conv or why_not("cueq", cueq)),
         (MACELAB_CONV_COMPILED, "e3nn", True, conv or why_not("e3nn", graphs)),
+        # the cuEquivariance paths are host-bound on large systems (docs/benchmarks.md)
+        (MACELAB_CONV_CUEQ_GRAPHS, "cueq", True, conv or why_not("cueq", cueq)),
     ]
     paths = []
     for implementation, backend, fused, unavailable in variants:

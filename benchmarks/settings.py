@@ -64,6 +64,7 @@ class Settings:
         "macelab+triton/32",
         "macelab+conv/32",
         "macelab+conv+cueq/32",
+        "macelab+conv+cueq+graphs/32",
         "mace-torch/32",
         "mace-torch+cueq/32",
     )
