@@ -198,10 +198,9 @@ def _launch(
     plan: ConvPlan, graph: ConvGraph, wanted: tuple[int, ...], args: list[torch.Tensor | None]
 ) -> list[torch.Tensor]:
     """The kernels of :func:`_partials`."""
-    present = [a for a in args if a is not None]
-    fp64 = _accumulator_dtype(args) == torch.float64
-    dtype = torch.float64 if fp64 else torch.float32
-    device = present[0].device
+    dtype = _accumulator_dtype(args)
+    fp64 = dtype == torch.float64
+    device = next(a for a in args if a is not None).device
     y, h, r, g = (None if a is None else a.contiguous() for a in args)
     n, n_edges = graph.num_nodes, graph.sender.shape[0]
     shapes = _output_shapes(plan, n, n_edges)
