@@ -317,16 +317,25 @@ def check_water(ctx: Context) -> Batch:
     return make_batch([config], ctx.settings.model.r_max).to(ctx.device)
 
 
+def check_water_key(ctx: Context) -> str:
+    """The float64 reference's cache key of :func:`check_water`."""
+    return f"water {3 * ctx.settings.check_water_molecules} atoms"
+
+
+def large_water(ctx: Context) -> tuple[list[Batch], dict[str, Any]]:
+    """The large water box of ``infer_large`` and ``profile_large``, and its system fields."""
+    config = water_box(ctx.settings.water_molecules, seed=0)
+    batches = [make_batch([config], ctx.settings.model.r_max).to(ctx.device)]
+    label = f"water {batches[0].num_nodes} atoms (pbc, 1 g/cm^3)"
+    return batches, _system_fields(label, batches, config.source)
+
+
 def infer_large(ctx: Context) -> None:
     """Energy+forces throughput (atoms/s) on a periodic box of liquid water."""
-    s = ctx.settings
-    config = water_box(s.water_molecules, seed=0)
-    batches = [make_batch([config], s.model.r_max).to(ctx.device)]
-    label = f"water {batches[0].num_nodes} atoms (pbc, 1 g/cm^3)"
-    system = _system_fields(label, batches, config.source)
-    key = f"water {3 * s.check_water_molecules} atoms"
+    batches, system = large_water(ctx)
+    reps = ctx.settings.infer_large_reps
     _infer(
-        ctx, "infer_large", batches, check_water(ctx), key, system, s.infer_large_reps, "atoms/s"
+        ctx, "infer_large", batches, check_water(ctx), check_water_key(ctx), system, reps, "atoms/s"
     )
 
 
@@ -338,35 +347,44 @@ def profiles(ctx: Context) -> None:
     train_batches = _to_device(molecule_batches(ctx, s.train_batch_sizes[0], 2), ctx.device)
     small = _to_device(molecule_batches(ctx, 1, 1), ctx.device)
     name = ctx.molecules.name
-    water = water_box(s.water_molecules, seed=0)
-    large = [make_batch([water], s.model.r_max).to(ctx.device)]
-    water_key = f"water {3 * s.check_water_molecules} atoms"
-    # (workload, batches, training?, label, batch checked against float64, its key, paths)
+    source = ctx.molecules.source
+    train_label, small_label = f"{name} x{s.train_batch_sizes[0]}", f"{name} x1"
+    # (workload, batches, training?, system, batch checked against float64, its key, paths)
     cases = [
         (
             "profile_train",
             train_batches,
             True,
-            f"{name} x{s.train_batch_sizes[0]}",
+            _system_fields(train_label, train_batches, source),
             train_batches[0],
             "profile_train",
             s.profile_paths,
         ),
-        ("profile_infer", small, False, f"{name} x1", small[0], "profile_infer", s.profile_paths),
         (
-            "profile_large",
-            large,
+            "profile_infer",
+            small,
             False,
-            f"water {large[0].num_nodes} atoms (pbc, 1 g/cm^3)",
-            check_water(ctx),
-            water_key,
-            s.profile_large_paths,
+            _system_fields(small_label, small, source),
+            small[0],
+            "profile_infer",
+            s.profile_paths,
         ),
     ]
-    for workload, batches, is_training, label, check_batch, key, names in cases:
+    if any(p.name in s.profile_large_paths for p in ctx.paths):
+        large, large_system = large_water(ctx)
+        cases.append(
+            (
+                "profile_large",
+                large,
+                False,
+                large_system,
+                check_water(ctx),
+                check_water_key(ctx),
+                s.profile_large_paths,
+            )
+        )
+    for workload, batches, is_training, system, check_batch, key, names in cases:
         ref = lazy_reference(ctx, key, check_batch)
-        source = water.source if workload == "profile_large" else ctx.molecules.source
-        system = _system_fields(label, batches, source)
         for path in [p for p in ctx.paths if p.name in names]:
             record = new_record(workload, "", "", system, ctx.common)
 
@@ -417,7 +435,7 @@ def scaling(ctx: Context) -> None:
     s = ctx.settings
     wanted = [p for p in ctx.paths if p.name in s.scaling_paths]
     check_batch = check_water(ctx)
-    key = f"water {3 * s.check_water_molecules} atoms"
+    key = check_water_key(ctx)
     ref = lazy_reference(ctx, key, check_batch)
     graphs: dict[int, Batch] = {}
     total_MiB = (

@@ -64,6 +64,20 @@ class ConvGraph:
             num_nodes=num_nodes,
         )
 
+    def index(self) -> list[torch.Tensor]:
+        """The index tensors, in field order (the custom operator's ``graph`` argument)."""
+        fields = (self.sender, self.receiver, self.by_receiver, self.receiver_ptr)
+        return [*fields, self.by_sender, self.sender_ptr]
+
+    @classmethod
+    def from_index(cls, index: list[torch.Tensor]) -> ConvGraph:
+        """The inverse of :meth:`index` (contiguous: Inductor may hand over other strides)."""
+        sender, receiver, by_receiver, receiver_ptr, by_sender, sender_ptr = (
+            t.contiguous() for t in index
+        )
+        n = len(receiver_ptr) - 1
+        return cls(sender, receiver, by_receiver, receiver_ptr, by_sender, sender_ptr, n)
+
     def max_degree(self, ptr: torch.Tensor) -> int:
         """Largest number of edges per atom (host sync; the interpreter's loop bound)."""
         return int((ptr[1:] - ptr[:-1]).max()) if self.num_nodes else 0
@@ -130,9 +144,7 @@ def _partials(
     (:mod:`macelab.speed.compiled`, :mod:`macelab.speed.compiled_train`) record one opaque
     call with known output shapes instead of failing on the kernel launches.
     """
-    graph_fields = (graph.sender, graph.receiver, graph.by_receiver, graph.receiver_ptr)
-    graph_fields += (graph.by_sender, graph.sender_ptr)
-    return torch.ops.macelab.conv_partials(_plan_id(plan), list(wanted), *args, *graph_fields)
+    return torch.ops.macelab.conv_partials(_plan_id(plan), list(wanted), args, graph.index())
 
 
 def _output_shapes(plan: ConvPlan, n: int, n_edges: int) -> dict[int, tuple[int, int]]:
@@ -153,44 +165,22 @@ def _accumulator_dtype(args: list[torch.Tensor | None]) -> torch.dtype:
 def _conv_partials(
     plan_id: int,
     wanted: list[int],
-    y: Optional[torch.Tensor],  # noqa: UP045 (the schema parser needs Optional)
-    h: Optional[torch.Tensor],  # noqa: UP045
-    r: Optional[torch.Tensor],  # noqa: UP045
-    g: Optional[torch.Tensor],  # noqa: UP045
-    sender: torch.Tensor,
-    receiver: torch.Tensor,
-    by_receiver: torch.Tensor,
-    receiver_ptr: torch.Tensor,
-    by_sender: torch.Tensor,
-    sender_ptr: torch.Tensor,
+    args: list[Optional[torch.Tensor]],  # noqa: UP045 (Y, h, R, G; the schema needs Optional)
+    graph: list[torch.Tensor],  # ConvGraph.index()
 ) -> list[torch.Tensor]:
-    index = (sender, receiver, by_receiver, receiver_ptr, by_sender, sender_ptr)
-    sender, receiver, by_receiver, receiver_ptr, by_sender, sender_ptr = (
-        t.contiguous() for t in index
-    )
-    graph = ConvGraph(
-        sender, receiver, by_receiver, receiver_ptr, by_sender, sender_ptr, len(receiver_ptr) - 1
-    )
-    return _launch(_PLANS[plan_id], graph, tuple(wanted), [y, h, r, g])
+    return _launch(_PLANS[plan_id], ConvGraph.from_index(graph), tuple(wanted), args)
 
 
 @_conv_partials.register_fake
 def _(
     plan_id: int,
     wanted: list[int],
-    y: Optional[torch.Tensor],  # noqa: UP045
-    h: Optional[torch.Tensor],  # noqa: UP045
-    r: Optional[torch.Tensor],  # noqa: UP045
-    g: Optional[torch.Tensor],  # noqa: UP045
-    sender: torch.Tensor,
-    receiver: torch.Tensor,
-    by_receiver: torch.Tensor,
-    receiver_ptr: torch.Tensor,
-    by_sender: torch.Tensor,
-    sender_ptr: torch.Tensor,
+    args: list[Optional[torch.Tensor]],  # noqa: UP045
+    graph: list[torch.Tensor],
 ) -> list[torch.Tensor]:
+    sender, receiver_ptr = graph[0], graph[3]
     shapes = _output_shapes(_PLANS[plan_id], receiver_ptr.shape[0] - 1, sender.shape[0])
-    dtype = _accumulator_dtype([y, h, r, g])
+    dtype = _accumulator_dtype(args)
     return [sender.new_empty(shapes[slot], dtype=dtype) for slot in wanted]
 
 

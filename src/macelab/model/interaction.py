@@ -84,6 +84,16 @@ def warn_unused_edge_chunk(interactions: Any) -> None:
         )
 
 
+def shared_conv_graph(interactions: Any, edge_index: torch.Tensor, num_nodes: int) -> Any:
+    """The fused convolution's edge orders (:class:`macelab.kernels.triton_conv.ConvGraph`),
+    built once per forward for all interactions that use it; None if none does."""
+    if not any(m.conv_backend == "triton" for m in interactions):
+        return None
+    from macelab.kernels.triton_conv import ConvGraph
+
+    return ConvGraph.build(edge_index[0], edge_index[1], num_nodes)
+
+
 class Interaction(torch.nn.Module):
     """Eq. 8-9: node features ``h`` (irreps ``node_irreps``) -> atomic basis A ``[n, C, K]``.
 
@@ -140,6 +150,7 @@ class Interaction(torch.nn.Module):
         edge_radial: torch.Tensor,  # [n_edges, num_bessel]
         edge_index: torch.Tensor,  # [2, n_edges]
         envelope: torch.Tensor | None = None,  # [n_edges, 1], only if not applied to the basis
+        conv_graph: Any = None,  # the fused convolution's edge orders (shared_conv_graph)
     ) -> torch.Tensor:
         sender, receiver = edge_index[0], edge_index[1]
         node_feats = self.linear_up(node_feats)  # [n, node_irreps.dim]
@@ -156,7 +167,9 @@ class Interaction(torch.nn.Module):
         if envelope is not None:
             weights = weights * envelope
         if fused:
-            a = self._fused_neighbour_sum(node_feats, edge_sh, weights, sender, receiver)
+            if conv_graph is None:
+                conv_graph = shared_conv_graph([self], edge_index, node_feats.shape[0])
+            a = self._fused_neighbour_sum(node_feats, edge_sh, weights, conv_graph)
         elif not chunked:
             a = self._neighbour_sum(node_feats, edge_sh, weights, sender, receiver)
         else:  # the same sum, chunk by chunk, intermediates recomputed in the backward
@@ -183,8 +196,7 @@ class Interaction(torch.nn.Module):
         node_feats: torch.Tensor,  # [n, node_irreps.dim]
         edge_sh: torch.Tensor,  # [e, (max_ell+1)**2]
         weights: torch.Tensor,  # [e, weight_numel]
-        sender: torch.Tensor,  # [e]
-        receiver: torch.Tensor,  # [e]
+        graph: Any,  # ConvGraph of the edges
     ) -> torch.Tensor:  # [n, irreps_mid.dim]
         """:meth:`_neighbour_sum` in one Triton kernel (:mod:`macelab.kernels.triton_conv`).
 
@@ -193,14 +205,13 @@ class Interaction(torch.nn.Module):
         accumulated in float32 (float64 for float64 inputs) inside the kernel.
         """
         from macelab.kernels.conv_plan import conv_plan
-        from macelab.kernels.triton_conv import ConvGraph, fused_neighbour_sum
+        from macelab.kernels.triton_conv import fused_neighbour_sum
 
         stage = self.tensor_product.__dict__.get("_macelab_precision")
         if stage is not None:
             node_feats, edge_sh, weights = (
                 x.to(stage.compute) for x in (node_feats, edge_sh, weights)
             )
-        graph = ConvGraph.build(sender, receiver, node_feats.shape[0])
         summed = fused_neighbour_sum(
             conv_plan(self.tensor_product), node_feats, edge_sh, weights, graph
         )

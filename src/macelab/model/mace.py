@@ -44,7 +44,7 @@ from macelab._compat import quietly_built
 from macelab.model.edges import EdgeGeometry, spherical_harmonics
 from macelab.model.embedding import ElementTable, NodeEmbedding
 from macelab.model.energy import AtomicEnergies, EnergySum, ScaleShift
-from macelab.model.interaction import Interaction, warn_unused_edge_chunk
+from macelab.model.interaction import Interaction, shared_conv_graph, warn_unused_edge_chunk
 from macelab.model.irreps import a_irreps, hidden_irreps, scalar_irreps, sh_irreps
 from macelab.model.outputs import forces_and_stress, symmetric_displacement
 from macelab.model.product import ProductBasis
@@ -359,11 +359,14 @@ class MACE(torch.nn.Module):
         if self.radial.apply_cutoff:
             envelope = None
         node_feats = self.embedding(node_attrs)  # h^(0): [n, C]
+        conv_graph = shared_conv_graph(self.interactions, edge_index, positions.shape[0])
         layer_energies = []
         for interaction, product, readout in zip(
             self.interactions, self.products, self.readouts, strict=True
         ):
-            a = interaction(node_feats, node_attrs, edge_sh, edge_radial, edge_index, envelope)
+            a = interaction(
+                node_feats, node_attrs, edge_sh, edge_radial, edge_index, envelope, conv_graph
+            )
             node_feats = product(a, node_feats, node_attrs)  # h^(t+1)
             layer_energies.append(readout(node_feats))  # [n]
         node_interaction = self.scale_shift(torch.stack(layer_energies, dim=0).sum(dim=0))
