@@ -65,12 +65,14 @@ MACELAB_CONV_GRAPHS = "macelab+conv+graphs"
 MACELAB_CONV_CUEQ = "macelab+conv+cueq"
 MACELAB_CONV_COMPILED = "macelab+conv+compiled"
 MACELAB_CONV_CUEQ_GRAPHS = "macelab+conv+cueq+graphs"
+MACELAB_TRITON_COMPILED = "macelab+triton+compiled"
 GRAPHS_PRECISIONS = ("32", "bf16-mixed")
 TRITON_PRECISIONS = ("32",)
 GRAPHED = (  # CUDA-graph replays
     MACELAB_GRAPHS, MACELAB_TRITON_GRAPHS, MACELAB_CONV_GRAPHS, MACELAB_CONV_CUEQ_GRAPHS
 )  # fmt: skip
-COMPILED = (MACELAB_COMPILED, MACELAB_CONV_COMPILED)  # make_fx + Inductor + CUDA graphs
+# make_fx + Inductor + CUDA graphs
+COMPILED = (MACELAB_COMPILED, MACELAB_CONV_COMPILED, MACELAB_TRITON_COMPILED)
 # Paths that take macelab's inputs
 MACELAB_FAMILY = (
     MACELAB, MACELAB_TRITON, MACELAB_CUEQ, MACELAB_CONV, MACELAB_CONV_CUEQ, *GRAPHED,
@@ -294,7 +296,8 @@ def _backend_paths(
     ``TRITON_PRECISIONS``: ``macelab+triton`` and ``macelab+conv`` (eager; on a CPU only in
     Triton's interpreter, ``TRITON_INTERPRET=1``, which checks the path but is no speed),
     the ``+graphs`` and ``+compiled`` paths (CUDA only; ``macelab+conv+compiled``: make_fx +
-    Inductor + CUDA graphs around the fused convolution, training and inference) and the
+    Inductor + CUDA graphs around the fused convolution, training and inference;
+    ``macelab+triton+compiled``: the same with the Triton contraction too) and the
     ``cueq`` paths (CUDA only: cuEquivariance's CPU method is no speed reference)."""
     from macelab.kernels import check_backend
 
@@ -318,6 +321,7 @@ def _backend_paths(
         (MACELAB_CONV_GRAPHS, "e3nn", True, conv or why_not("e3nn", graphs)),
         (MACELAB_CONV_CUEQ, "cueq", True, conv or why_not("cueq", cueq)),
         (MACELAB_CONV_COMPILED, "e3nn", True, conv or why_not("e3nn", graphs)),
+        (MACELAB_TRITON_COMPILED, "triton", True, conv or why_not("triton", graphs)),
         # the cuEquivariance paths are host-bound on large systems (docs/benchmarks.md)
         (MACELAB_CONV_CUEQ_GRAPHS, "cueq", True, conv or why_not("cueq", cueq)),
     ]

@@ -97,10 +97,10 @@ def _first_derivatives(module, features, node_attrs, backend):
 def test_triton_backward_kernel_matches_reference_fp64(per_element_sum, monkeypatch):
     """Both ways of summing dT (per element inside a program, or one atomic per atom), a
     partial atom block (19 atoms), channels below the block width, nu = 1..3 terms."""
-    from macelab.kernels import triton_contraction
+    from macelab.kernels import contraction_kernels
 
     if not per_element_sum:
-        monkeypatch.setattr(triton_contraction, "MAX_REDUCED_ELEMENTS", 0)
+        monkeypatch.setattr(contraction_kernels, "MAX_REDUCED_ELEMENTS", 0)
     module = contraction(**SMALL)
     features, node_attrs = inputs(module, num_atoms=19)
     reference = _first_derivatives(module, features, node_attrs, "sparse_torch")
@@ -126,3 +126,57 @@ def test_triton_backward_kernel_fp32_and_features_only():
     (grad,) = torch.autograd.grad((out * probe).sum(), x)
     assert grad.dtype == torch.float32
     assert (grad.double() - reference[0]).abs().max() <= 1e-5 * reference[0].abs().max()
+
+
+def _second_derivatives_through_g(module, features, node_attrs, backend):
+    """The weight, A and probe gradients of a loss on *both* first derivatives (dE/dA and
+    dE/dW) of ``E = sum(m * probe)``, where the probe is learnable: so the incoming gradient
+    g depends on a parameter, as the readout makes it in a model, and every second
+    derivative (through A, T and g) is exercised."""
+    set_backend(module, backend)
+    params = list(module.parameters())
+    features = features.clone().requires_grad_(True)
+    out = module(features, node_attrs)
+    probe = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device)
+    probe = probe.reshape(out.shape)
+    probe.requires_grad_(True)
+    energy = (out * probe).sum()
+    firsts = torch.autograd.grad(energy, [features, *params], create_graph=True)
+    generator = torch.Generator().manual_seed(3)
+    loss = sum(
+        (d * torch.randn(d.shape, generator=generator, dtype=torch.float64).to(d)).sum()
+        for d in firsts
+    )
+    return torch.autograd.grad(loss, [features, probe, *params])
+
+
+@pytest.mark.parametrize("per_element_sum", [True, False])
+@pytest.mark.parametrize("component_major", [True, False])
+def test_triton_second_derivatives_match_reference(per_element_sum, component_major, monkeypatch):
+    """Float64, against sparse_torch's autograd graph at rounding level: both layouts of A
+    and both ways of summing dT."""
+    from macelab.kernels import contraction_kernels, triton_contraction
+
+    monkeypatch.setattr(triton_contraction, "COMPONENT_MAJOR", component_major)
+    if not per_element_sum:
+        monkeypatch.setattr(contraction_kernels, "MAX_REDUCED_ELEMENTS", 0)
+    module = contraction(**SMALL)
+    features, node_attrs = inputs(module, num_atoms=19)  # a partial second atom block
+    reference = _second_derivatives_through_g(module, features, node_attrs, "sparse_torch")
+    actual = _second_derivatives_through_g(module, features, node_attrs, "triton")
+    for a, b in zip(actual, reference, strict=True):
+        assert b.abs().max() > 0
+        torch.testing.assert_close(a, b, atol=1e-12 * b.abs().max(), rtol=0)
+
+
+def test_triton_third_derivative_is_refused():
+    """The second-derivative kernels are not differentiable again: a third derivative raises
+    instead of returning a wrong (zero) value."""
+    module = contraction(channels=2, max_ell=1, max_L=1, correlation=2, num_elements=2)
+    features, node_attrs = inputs(module, num_atoms=2)
+    set_backend(module, "triton")
+    x = features.clone().requires_grad_(True)
+    (first,) = torch.autograd.grad(module(x, node_attrs).pow(2).sum(), x, create_graph=True)
+    (second,) = torch.autograd.grad(first.pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="third derivatives"):
+        torch.autograd.grad(second.pow(2).sum(), x)

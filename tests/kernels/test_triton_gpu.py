@@ -1,7 +1,7 @@
-"""The compiled Triton kernels on a CUDA GPU (not the interpreter): forward and first
-derivatives against the sparse_torch reference, float64 at rounding level and float32
-within 1e-5 of the largest value, at a size with full atom and channel blocks and both
-ways of summing dT (4 elements: per element in a program; 12: one atomic per atom)."""
+"""The compiled Triton kernels on a CUDA GPU (not the interpreter): forward, first and
+second derivatives against the sparse_torch reference, float64 at rounding level and
+float32 within 1e-5 of the largest value, at a size with full atom and channel blocks and
+both ways of summing dT (4 elements: per element in a program; 12: one atomic per atom)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,30 @@ def test_compiled_kernels_match_reference(num_elements, dtype):
     reference = _forward_and_gradients(module, features, node_attrs, "sparse_torch")
     module.to(dtype)
     actual = _forward_and_gradients(module, features.to(dtype), node_attrs.to(dtype), "triton")
+    for got, expected in zip(actual, reference, strict=True):
+        assert got.dtype == dtype
+        scale = expected.abs().max()
+        tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+        assert (got.double() - expected).abs().max() <= tolerance * scale
+
+
+@pytest.mark.parametrize("num_elements", [4, 12])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_compiled_second_derivatives_match_reference(num_elements, dtype):
+    """Every second derivative (through A, T and the incoming gradient) of the paper's
+    contraction at 64 channels, as a force loss's weight gradient needs them."""
+    pytest.importorskip("triton")
+    from .test_triton import _second_derivatives_through_g
+
+    module = contraction(channels=64, max_ell=3, max_L=2, num_elements=num_elements)
+    features, node_attrs = inputs(module, num_atoms=100)
+    module.to("cuda")
+    features, node_attrs = features.cuda(), node_attrs.cuda()
+    reference = _second_derivatives_through_g(module, features, node_attrs, "sparse_torch")
+    module.to(dtype)
+    actual = _second_derivatives_through_g(
+        module, features.to(dtype), node_attrs.to(dtype), "triton"
+    )
     for got, expected in zip(actual, reference, strict=True):
         assert got.dtype == dtype
         scale = expected.abs().max()

@@ -50,6 +50,7 @@ def plain_copy(model: torch.nn.Module) -> torch.nn.Module:
     copy_policy(model, plain)  # a precision policy's stages keep their dtypes
     _copy_convolution(model, plain)
     plain = plain.to(device=parameter.device, dtype=parameter.dtype).eval()
+    _copy_contraction(model, plain)
     plain.requires_grad_(False)
     plain.elements.check_inputs = False  # checked by CompiledPotential before each call
     return plain
@@ -57,9 +58,8 @@ def plain_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 def _copy_convolution(model: torch.nn.Module, plain: torch.nn.Module) -> None:
     """The fused convolution (``model.fused_convolution``) carried over to the copy: its
-    kernels run as one custom operator, which the tracer records whole. The contraction
-    backends are not: the copy contracts with e3nn's dense code, which Inductor fuses.
-    Plans are probed here, outside any trace."""
+    kernels run as one custom operator, which the tracer records whole. Plans are probed
+    here, outside any trace."""
     from macelab.kernels.conv_plan import conv_plan
     from macelab.model.interaction import Interaction
 
@@ -69,6 +69,27 @@ def _copy_convolution(model: torch.nn.Module, plain: torch.nn.Module) -> None:
         target.conv_backend = source.conv_backend
         if target.conv_backend == "triton":
             conv_plan(target.tensor_product)
+
+
+def _copy_contraction(model: torch.nn.Module, plain: torch.nn.Module) -> None:
+    """The Triton contraction (``model.backend=triton``) carried over to the copy: its
+    kernels, derivatives included, are one custom operator to the tracer. Other backends
+    are not: the copy contracts with e3nn's dense code, which Inductor fuses (cueq's
+    operators are not traceable here). The sparse terms are built here, outside any trace,
+    on the copy's device and dtype."""
+    from macelab.kernels import get_backend, set_backend
+    from macelab.kernels.contraction_kernels import contraction_index
+    from macelab.kernels.sparse_cg import sparse_contraction
+    from macelab.model.symmetric_contraction import SymmetricContraction
+
+    sources = [m for m in model.modules() if isinstance(m, SymmetricContraction)]
+    if not sources or get_backend(sources[0]) != "triton":
+        return
+    fused = {m.conv_backend for m in plain.interactions} == {"triton"}
+    set_backend(plain, "triton", convolution=fused)
+    for module in plain.modules():
+        if isinstance(module, SymmetricContraction):
+            contraction_index(sparse_contraction(module))
 
 
 class CompiledPotential:
