@@ -38,6 +38,8 @@ import torch
 BLOCK_ATOMS = 16
 BLOCK_CHANNELS = 32
 TERMS_PER_PROGRAM = 64
+# dT sums over atoms with atomics: wider atom blocks, fewer atomic adds per table entry.
+TERMS_BLOCK_ATOMS = 64
 # Elements up to which dT is reduced per element inside a program (one atomic add per
 # element and term); beyond, each atom adds its own row atomically.
 MAX_REDUCED_ELEMENTS = 8
@@ -339,8 +341,8 @@ def strided_like(reference: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
     return copy.copy_(tensor)
 
 
-def _grid(n: int, C: int, third: int) -> tuple[int, int, int]:
-    return (-(-n // BLOCK_ATOMS), -(-C // BLOCK_CHANNELS), third)
+def _grid(n: int, C: int, third: int, atoms: int = BLOCK_ATOMS) -> tuple[int, int, int]:
+    return (-(-n // atoms), -(-C // BLOCK_CHANNELS), third)
 
 
 def rows(
@@ -458,7 +460,7 @@ def terms(
     out = torch.zeros(num_elements, sparse.num_terms, C, dtype=dtype, device=features.device)
     va = features if d_features is None else strided_like(features, d_features)
     chunks = -(-sparse.num_terms // TERMS_PER_PROGRAM)
-    _kernels(interpreting())["terms"][_grid(n, C, chunks)](
+    _kernels(interpreting())["terms"][_grid(n, C, chunks, TERMS_BLOCK_ATOMS)](
         features,
         va,
         elements,
@@ -479,8 +481,9 @@ def terms(
         HAS_VA=d_features is not None,
         REDUCE_ELEMENTS=num_elements <= MAX_REDUCED_ELEMENTS,
         ACC_FP64=dtype == torch.float64,
-        BLOCK_N=BLOCK_ATOMS,
+        BLOCK_N=TERMS_BLOCK_ATOMS,
         BLOCK_C=BLOCK_CHANNELS,
+        num_warps=8,
     )
     return out
 
