@@ -28,7 +28,12 @@ TOP_KERNELS = 10
 # a kernel's name (lower case) takes it.
 KERNEL_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("fused conv", ("conv_recv", "conv_send", "conv_edge")),
-    ("triton contraction", ("contraction_kernel", "contraction_backward_kernel")),
+    # contraction_(backward_)kernel: the first form (to 2026-12-06); rows/components/terms since
+    (
+        "triton contraction",
+        ("contraction_kernel", "contraction_backward_kernel")
+        + ("rows_kernel", "components_kernel", "terms_kernel"),
+    ),
     ("matmul", ("gemm", "gemv", "xmma", "cutlass", "matmul", "dot_kernel")),
     ("inductor", ("triton_",)),
     ("elementwise", ("elementwise", "unrolled", "fill", "copy")),

@@ -77,6 +77,7 @@ class Settings:
         "macelab+conv/32",
         "macelab+conv+graphs/32",
         "macelab+conv+compiled/32",
+        "macelab+triton+compiled/32",
         "macelab/bf16-mixed",
         "mace-torch/64",
         "mace-torch/32",
@@ -87,6 +88,7 @@ class Settings:
         "macelab+triton+graphs/32",
         "macelab+conv/32",
         "macelab+conv+cueq/32",
+        "macelab+triton+compiled/32",
         "mace-torch/32",
         "mace-torch+cueq/32",
     )

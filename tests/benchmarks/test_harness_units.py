@@ -114,6 +114,8 @@ def test_kernel_names_fall_into_their_groups() -> None:
     assert kernel_group("conv_recv") == "fused conv"
     assert kernel_group("conv_edge") == "fused conv"
     assert kernel_group("contraction_backward_kernel") == "triton contraction"
+    for name in ("rows_kernel", "components_kernel", "terms_kernel"):
+        assert kernel_group(name) == "triton contraction"
     assert kernel_group("sm80_xmma_gemm_f32f32_f32f32_f32_tn_n") == "matmul"
     assert kernel_group("void gemv2N_kernel<int, int, float>") == "matmul"
     assert kernel_group("triton_poi_fused_mul_0") == "inductor"
