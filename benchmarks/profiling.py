@@ -31,8 +31,10 @@ KERNEL_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # contraction_(backward_)kernel: the first form (to 2026-12-06); rows/components/terms since
     (
         "triton contraction",
-        ("contraction_kernel", "contraction_backward_kernel")
-        + ("rows_kernel", "components_kernel", "terms_kernel"),
+        (
+            *("contraction_kernel", "contraction_backward_kernel"),
+            *("rows_kernel", "components_kernel", "terms_kernel"),
+        ),
     ),
     ("matmul", ("gemm", "gemv", "xmma", "cutlass", "matmul", "dot_kernel")),
     ("inductor", ("triton_",)),
