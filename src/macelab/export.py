@@ -178,7 +178,9 @@ def exported_program(
 
     from macelab.speed.compiled import plain_copy
 
-    wrapper = ForceField(plain_copy(model), compute_stress)
+    # plain aten operations only: the Triton kernels of model.backend=triton (custom
+    # operators) would tie the file to macelab; the copy computes the same function
+    wrapper = ForceField(plain_copy(model, keep_kernels=False), compute_stress)
     inputs = example_inputs(model)
     with _python_spherical_harmonics(), fx_config.patch(use_duck_shape=False):
         traced = make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(*inputs)

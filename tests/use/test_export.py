@@ -255,3 +255,26 @@ def test_cli_user_errors_exit_with_one_paragraph(tmp_path):
         assert result.returncode == 2, result.stderr[-2000:]
         assert result.stderr.startswith("error:") and message in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_pt2_of_a_triton_model_has_plain_aten_operations_only(monkeypatch, structures):
+    """A model trained with ``model.backend=triton`` (fused convolution and contraction,
+    custom operators) exports the same function in plain aten operations: the file must run
+    without macelab."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    from macelab.kernels import set_backend
+
+    triton_model = set_backend(
+        small_model(seed=3, atomic_numbers=ELEMENTS, atomic_energies=E0, channels=4, max_L=1,
+                    max_ell=2, correlation=2, radial_mlp=[8]).eval(),
+        "triton",
+    )  # fmt: skip
+    program = export.exported_program(triton_model)
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert not [t for t in targets if "macelab" in t], targets
+    graphs = batch(structures[0], r_max=triton_model.r_max)
+    energy, forces = program.module()(*pt2_inputs(graphs))[:2]
+    expected = triton_model(graphs, compute_forces=True)  # through the Triton kernels
+    torch.testing.assert_close(energy, expected["energy"].detach(), rtol=0, atol=1e-10)
+    torch.testing.assert_close(forces, expected["forces"].detach(), rtol=0, atol=1e-10)

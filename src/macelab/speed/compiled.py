@@ -28,9 +28,11 @@ from macelab.speed.padding import Bucket, bucket_for, graph_sizes, pad_graph, un
 INPUT_KEYS = ("positions", "atomic_numbers", "edge_index", "unit_shifts", "cell", "batch", "ptr")
 
 
-def plain_copy(model: torch.nn.Module) -> torch.nn.Module:
+def plain_copy(model: torch.nn.Module, keep_kernels: bool = True) -> torch.nn.Module:
     """The model rebuilt with e3nn's plain ``torch.fx`` code (no TorchScript), same weights,
-    frozen: what ``make_fx`` can trace."""
+    frozen: what ``make_fx`` can trace. ``keep_kernels``: keep the fused convolution and the
+    Triton contraction (custom operators to the tracer); False gives plain aten operations
+    only (a file that must run without macelab, :mod:`macelab.export`)."""
     import e3nn
 
     from macelab.model import MACE
@@ -48,9 +50,11 @@ def plain_copy(model: torch.nn.Module) -> torch.nn.Module:
         torch.set_default_dtype(previous_dtype)
     plain.load_state_dict(model.state_dict())
     copy_policy(model, plain)  # a precision policy's stages keep their dtypes
-    _copy_convolution(model, plain)
+    if keep_kernels:
+        _copy_convolution(model, plain)
     plain = plain.to(device=parameter.device, dtype=parameter.dtype).eval()
-    _copy_contraction(model, plain)
+    if keep_kernels:
+        _copy_contraction(model, plain)
     plain.requires_grad_(False)
     plain.elements.check_inputs = False  # checked by CompiledPotential before each call
     return plain
