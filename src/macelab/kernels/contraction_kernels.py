@@ -30,6 +30,7 @@ after ``TRITON_INTERPRET`` is read, so they also run in Triton's CPU interpreter
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Optional
 
 import torch
@@ -292,8 +293,7 @@ def _kernels(interpret: bool) -> dict[str, Any]:
 
 
 def interpreting() -> bool:
-    import os
-
+    """Whether Triton runs its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
