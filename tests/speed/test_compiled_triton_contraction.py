@@ -24,19 +24,15 @@ def kinds(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool, bool]]:
     from macelab.kernels import contraction_kernels
 
     seen: list[tuple[int, bool, bool]] = []
-    implementations = {
-        contraction_kernels.ROWS: contraction_kernels.rows,
-        contraction_kernels.COMPONENTS: contraction_kernels.components,
-        contraction_kernels.TERMS: contraction_kernels.terms,
-    }
-    for kind, function in implementations.items():
+    ck = contraction_kernels
+    for name, kind in (("rows", ck.ROWS), ("components", ck.COMPONENTS), ("terms", ck.TERMS)):
+        function = getattr(contraction_kernels, name)
 
         def counted(*args, _kind=kind, _function=function, **kwargs):
             tangents = kwargs.get("d_features"), kwargs.get("d_tables")
             seen.append((_kind, *(t is not None for t in tangents)))
             return _function(*args, **kwargs)
 
-        name = {0: "rows", 1: "components", 2: "terms"}[kind]
         monkeypatch.setattr(contraction_kernels, name, counted)
     return seen
 

@@ -314,7 +314,6 @@ class ContractionIndex:
         order = torch.argsort(ks * term_k.numel() + terms * sparse.max_order + positions)
         self.factor_term = terms[order].to(torch.int32).contiguous()
         self.factor_pos = positions[order].to(torch.int32).contiguous()
-        self.factor_k = ks[order].to(torch.int32).contiguous()
         counts = torch.bincount(ks, minlength=sparse.num_components)
         self.k_ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
         self.max_k_factors = max(1, int(counts.max()))
