@@ -22,6 +22,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 
 from macelab.data.statistics import DatasetStatistics
@@ -177,6 +178,7 @@ class MACELightningModule(L.LightningModule):
         self.lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self._pending_scheduler_state: dict[str, Any] | None = None
         self._validated_epoch = -1
+        self._stage_two_started: int | None = None  # decided by stage_two.start_fraction
         self._ema_backup: dict[str, Tensor] | None = None
         self.cuda_graphs = bool(cuda_graphs)
         self.compile_step = bool(compile_step)
@@ -199,20 +201,46 @@ class MACELightningModule(L.LightningModule):
         return {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in output.items()}
 
     # ---------------------------------------------------------------------------- training
+    def stage_two_start(self) -> int | None:
+        """The epoch stage two starts (or started) at; None while it is not decided."""
+        if self.stage_two.start_epoch is not None:
+            return self.stage_two.start_epoch
+        return self._stage_two_started
+
     def in_stage_two(self) -> bool:
-        start = self.stage_two.start_epoch
+        start = self.stage_two_start()
         return start is not None and self.current_epoch >= start
+
+    def budget_fraction(self) -> float:
+        """How much of the run's budget is spent: epochs of ``max_epochs`` or wall time of
+        ``max_time`` (Lightning's Timer, which carries over a resume), the larger."""
+        trainer = self.trainer
+        fractions = [0.0]
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            fractions.append(self.current_epoch / trainer.max_epochs)
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is not None and timer._duration:
+            fractions.append(timer.time_elapsed("train") / timer._duration)
+        return max(fractions)
 
     def on_train_epoch_start(self) -> None:
         resume, self._resume = self._resume, None
         if resume is None or resume[0] != self.current_epoch:
             self.batches_done_in_epoch = 0
+        fraction = self.stage_two.start_fraction
+        if (
+            self.stage_two_start() is None
+            and fraction is not None
+            and self.batches_done_in_epoch == 0
+            and self.budget_fraction() >= fraction
+        ):
+            self._stage_two_started = self.current_epoch
         weights = self.loss_fn.weights
         if self.in_stage_two():
             weights.energy = self.stage_two.energy_weight
             weights.forces = self.stage_two.forces_weight
             weights.stress = self.stage_two.stress_weight
-            if self.current_epoch == self.stage_two.start_epoch and self.batches_done_in_epoch == 0:
+            if self.current_epoch == self.stage_two_start() and self.batches_done_in_epoch == 0:
                 for group in self.optimizers().optimizer.param_groups:
                     group["lr"] = self.stage_two.lr
         else:
@@ -433,6 +461,7 @@ class MACELightningModule(L.LightningModule):
             # The last batch of the epoch is done: a resumed run starts the next epoch.
             "epoch_complete": self.batches_done_in_epoch >= batches_per_epoch,
             "skipped_steps": self.skipped_steps,
+            "stage_two_started": self._stage_two_started,
             "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
             "rng": _rng_state(),
         }
@@ -447,6 +476,7 @@ class MACELightningModule(L.LightningModule):
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         self.skipped_steps = state.get("skipped_steps", 0)
+        self._stage_two_started = state.get("stage_two_started")
         self._pending_scheduler_state = state.get("lr_scheduler")
         self.batches_done_in_epoch = state["batches_done_in_epoch"]
         if state.get("epoch_complete", False):

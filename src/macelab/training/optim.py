@@ -54,9 +54,18 @@ class SchedulerConfig:
 @dataclass
 class StageTwoConfig:
     """From epoch ``start_epoch`` on: loss weights ``energy_weight``/``forces_weight``/
-    ``stress_weight`` and learning rate ``lr`` (None: stage two off)."""
+    ``stress_weight`` and learning rate ``lr`` (None: stage two off).
+
+    ``start_fraction`` starts stage two instead at the first epoch that begins after this
+    fraction of the run's budget is spent: of ``trainer.max_epochs`` or of
+    ``trainer.max_time``, whichever is further along. mace-torch starts its stage two at 75%
+    of the epochs by default; with a wall-clock budget the number of epochs is not known in
+    advance, so the fraction is the way to say "the last quarter". The epoch it started is
+    saved in checkpoints, so a resumed run stays in stage two.
+    """
 
     start_epoch: int | None = None
+    start_fraction: float | None = None
     energy_weight: float = 1000.0
     forces_weight: float = 100.0
     stress_weight: float = 10.0
@@ -83,7 +92,9 @@ def build_optimizer(model: torch.nn.Module, config: OptimizerConfig) -> torch.op
         return torch.optim.Adam(groups, **kwargs)
     if config.name == "adamw":
         return torch.optim.AdamW(groups, **kwargs)
-    raise ValueError(f"unknown optimizer {config.name!r}; use 'adam' or 'adamw'")
+    if config.name == "sgd":  # plain SGD: trajectories that do not amplify rounding (tests)
+        return torch.optim.SGD(groups, lr=config.lr)
+    raise ValueError(f"unknown optimizer {config.name!r}; use 'adam', 'adamw' or 'sgd'")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: SchedulerConfig) -> dict[str, Any]:
