@@ -131,8 +131,9 @@ def test_compiled_gradients_equal_eager_at_every_step(compose_config):
     assert max(errors) < 1e-10, errors
 
 
+@pytest.mark.parametrize("graphs", [False, True], ids=["inductor", "graphs"])
 @pytest.mark.parametrize("name", ["sgd", "adam"])
-def test_compiled_trajectory_against_eager(compose_config, name):
+def test_compiled_trajectory_against_eager(compose_config, name, graphs):
     """Twelve steps from the same weights, one run on eager gradients, one on the compiled
     step's: with SGD the weights agree to 1e-10 relative; with AMSGrad the divergence is
     recorded (rounding differences are amplified where gradients are tiny)."""
@@ -141,7 +142,7 @@ def test_compiled_trajectory_against_eager(compose_config, name):
     if name == "sgd":
         optimizer_config.lr = 1e-3
     twin = copy.deepcopy(model)
-    compiled = CompiledTrainStep(twin, loss_fn, cuda_graphs=True)
+    compiled = CompiledTrainStep(twin, loss_fn, cuda_graphs=graphs)
     optimizers = build_optimizer(model, optimizer_config), build_optimizer(twin, optimizer_config)
     start = _weights(model)
     moved, apart = [], []
