@@ -63,6 +63,10 @@ def save_artifact(
     state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()}
     dtype = next(iter(state.values())).dtype
     save_file(state, str(folder / WEIGHTS), metadata={"format": FORMAT, "version": str(VERSION)})
+    from macelab.model.build import RUNTIME_KEYS
+
+    # how the model computes is chosen where it runs, not stored with what it computes
+    model_config = {k: (None if k in RUNTIME_KEYS else v) for k, v in model_config.items()}
     config = {
         "format": FORMAT,
         "version": VERSION,
