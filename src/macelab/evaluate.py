@@ -1,4 +1,5 @@
-"""``python -m macelab.evaluate ckpt_path=...``: test a checkpoint on every test set.
+"""``python -m macelab.evaluate ckpt_path=...``: test a checkpoint (or a model folder,
+:mod:`macelab.training.artifact`) on every test set.
 
 The checkpoint carries its model and its run config, so by default the data it was trained
 for is evaluated; ``data=<name>`` (and any ``data.*`` override) evaluates other data. Writes
@@ -30,26 +31,36 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 
     from macelab.analysis.parity import save_parity_plots, save_predictions
     from macelab.precision import apply_precision, default_dtype, trainer_precision_kwargs
+    from macelab.training.artifact import is_artifact, load_artifact
     from macelab.training.checkpoint import read_checkpoint, stored_dtype
     from macelab.training.module import MACELightningModule
     from macelab.training.results import paper_results, write_results
 
     output_dir = Path(cfg.paths.output_dir)
-    checkpoint = read_checkpoint(cfg.ckpt_path)
-    saved = OmegaConf.create(checkpoint["hyper_parameters"].get("run_config") or {})
+    artifact_model = None
+    if is_artifact(cfg.ckpt_path):  # a model folder: model.yaml + model.safetensors
+        artifact_model, artifact = load_artifact(cfg.ckpt_path)
+        hparams = {"model": artifact["model"], "statistics": artifact["statistics"]}
+        saved = OmegaConf.create(artifact.get("run") or {})
+        dtype = next(artifact_model.parameters()).dtype
+    else:
+        checkpoint = read_checkpoint(cfg.ckpt_path)
+        hparams = checkpoint["hyper_parameters"]
+        saved = OmegaConf.create(hparams.get("run_config") or {})
+        dtype = stored_dtype(checkpoint)
 
     data_cfg = cfg.get("data") or saved.get("data")
     if data_cfg is None:
         from macelab.errors import ConfigError
 
         raise ConfigError(
-            f"checkpoint {cfg.ckpt_path} does not record its data config; pass data=<name> "
+            f"{cfg.ckpt_path} does not record its data config; pass data=<name> "
             "(acac, 3bpa, rmd17 or xyz with data.train_file/test_files)."
         )
     # Data configs refer to ${model.r_max} and ${seed}: resolve them against the checkpoint.
     context = OmegaConf.create(
         {
-            "model": checkpoint["hyper_parameters"]["model"],
+            "model": hparams["model"],
             "seed": saved.get("seed", 0),
             "paths": to_dict(cfg.paths),
             "data": data_cfg,
@@ -64,14 +75,23 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     datamodule = instantiate(data_cfg)
     datamodule.prepare_data()
     datamodule.setup("test")
-    datamodule.check_elements(checkpoint["hyper_parameters"]["statistics"]["atomic_numbers"])
-    with default_dtype(stored_dtype(checkpoint)):
-        module = MACELightningModule.load_from_checkpoint(
-            cfg.ckpt_path,
-            map_location="cpu",
-            test_set_names=list(datamodule.test_set_names),
-            ema={"enabled": cfg.use_ema, "decay": 0.99},
-        )
+    datamodule.check_elements(hparams["statistics"]["atomic_numbers"])
+    with default_dtype(dtype):
+        if artifact_model is not None:  # its weights are the ones to evaluate (EMA or not)
+            module = MACELightningModule(
+                model=hparams["model"],
+                statistics=hparams["statistics"],
+                test_set_names=list(datamodule.test_set_names),
+                ema={"enabled": False},
+            )
+            module.model.load_state_dict(artifact_model.state_dict())
+        else:
+            module = MACELightningModule.load_from_checkpoint(
+                cfg.ckpt_path,
+                map_location="cpu",
+                test_set_names=list(datamodule.test_set_names),
+                ema={"enabled": cfg.use_ema, "decay": 0.99},
+            )
     module.collect_predictions = True  # predictions_<set>.npz, and the plots
     devices = _devices(cfg)
     trainer = L.Trainer(

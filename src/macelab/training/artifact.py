@@ -29,6 +29,7 @@ FORMAT = "macelab-model"
 VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "model.yaml"
+RUN_KEYS = ("data", "precision", "seed", "benchmark")  # kept from the training run
 
 
 def is_artifact(path: str | Path) -> bool:
@@ -56,8 +57,13 @@ def save_artifact(
     statistics: dict[str, Any],
     folder: str | Path,
     metadata: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model``'s parameters and config into ``folder``; return the folder."""
+    """Write ``model``'s parameters and config into ``folder``; return the folder.
+
+    ``run`` keeps what evaluation needs from the training run: its ``data`` config (the
+    test sets), ``precision``, ``seed`` and ``benchmark``.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()}
@@ -73,6 +79,7 @@ def save_artifact(
         "dtype": str(dtype).removeprefix("torch."),
         "model": _plain(model_config),
         "statistics": _plain(statistics),
+        "run": _plain(run or {}),
         "metadata": _plain(metadata or {}),
     }
     (folder / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
@@ -86,7 +93,9 @@ def artifact_from_checkpoint(
     from macelab.training.checkpoint import load_model
 
     model, hparams = load_model(checkpoint, use_ema=True, backend="e3nn")
-    return save_artifact(model, hparams["model"], hparams["statistics"], folder, metadata)
+    run_config = hparams.get("run_config") or {}
+    run = {k: run_config[k] for k in RUN_KEYS if k in run_config}
+    return save_artifact(model, hparams["model"], hparams["statistics"], folder, metadata, run)
 
 
 def read_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -15,6 +15,7 @@ import torch
 
 from macelab.data.statistics import DatasetStatistics
 from macelab.errors import ConfigError, MacelabError
+from macelab.training.artifact import is_artifact, load_artifact
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,14 @@ def load_model(
     implementation (:mod:`macelab.kernels`); by default the one the run trained with, or
     ``e3nn`` (logged) where that one cannot run, e.g. a Triton-trained model on a CPU: the
     backends compute the same function.
+
+    ``path`` may also be a model folder (``model.yaml`` + ``model.safetensors``,
+    :mod:`macelab.training.artifact`); its weights are the ones it was saved with, and the
+    second value is its parsed ``model.yaml`` (with ``model`` and ``statistics`` as in a
+    checkpoint's hyper-parameters).
     """
+    if is_artifact(path):
+        return load_artifact(path, map_location=map_location, backend=backend or "e3nn")
     from macelab.kernels import check_backend
     from macelab.kernels.triton_contraction import triton_available
     from macelab.model import build_model
