@@ -16,17 +16,29 @@ import torch
 from omegaconf import OmegaConf
 
 
-def _data_module(checkpoint: dict[str, Any], overrides: dict[str, Any] | None):
+def run_settings(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model config and the training run's config (data, seed, benchmark, ...) of a
+    checkpoint or a model folder."""
+    from macelab.training.artifact import is_artifact, read_artifact
+    from macelab.training.checkpoint import read_checkpoint
+
+    if is_artifact(path):
+        config, _ = read_artifact(path)
+        return config["model"], config.get("run") or {}
+    hparams = read_checkpoint(path)["hyper_parameters"]
+    return hparams["model"], hparams.get("run_config") or {}
+
+
+def _data_module(model_config: dict[str, Any], saved: dict[str, Any], overrides: dict[str, Any] | None):
     from hydra.utils import instantiate
 
-    saved = checkpoint["hyper_parameters"].get("run_config") or {}
     if "data" not in saved:
         from macelab.errors import ConfigError
 
-        raise ConfigError("this checkpoint records no data config; pass data=... to evaluate.")
+        raise ConfigError("this model records no data config; pass data=... to evaluate.")
     context = OmegaConf.create(
         {
-            "model": checkpoint["hyper_parameters"]["model"],
+            "model": model_config,
             "seed": saved.get("seed", 0),
             "paths": saved.get("paths", {}),
             "data": {**saved["data"], **(overrides or {})},
@@ -77,12 +89,12 @@ def predict_test_sets(
 
     ``max_structures`` evaluates only the first that many structures of each set.
     """
-    from macelab.training.checkpoint import load_model, read_checkpoint
+    from macelab.training.checkpoint import load_model
 
-    checkpoint = read_checkpoint(ckpt_path)
+    model_config, saved = run_settings(ckpt_path)
     model, _ = load_model(ckpt_path, map_location="cpu")
     model = model.to(device)
-    datamodule = _data_module(checkpoint, data_overrides)
+    datamodule = _data_module(model_config, saved, data_overrides)
     results: dict[str, dict[str, Any]] = {}
     for name, loader in zip(datamodule.test_set_names, datamodule.test_dataloader(), strict=True):
         records: dict[str, list] = {
