@@ -28,6 +28,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     import lightning as L
     from hydra.utils import instantiate
 
+    from macelab._compat import lightning_loading
     from macelab.analysis.parity import save_parity_plots, save_predictions
     from macelab.precision import apply_precision, default_dtype, trainer_precision_kwargs
     from macelab.training.checkpoint import read_checkpoint, stored_dtype
@@ -35,7 +36,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     from macelab.training.results import paper_results, write_results
 
     output_dir = Path(cfg.paths.output_dir)
-    checkpoint = read_checkpoint(cfg.ckpt_path)
+    trust_pickle = bool(cfg.get("trust_pickle", False))
+    checkpoint = read_checkpoint(cfg.ckpt_path, trust_pickle=trust_pickle)
     saved = OmegaConf.create(checkpoint["hyper_parameters"].get("run_config") or {})
 
     data_cfg = cfg.get("data") or saved.get("data")
@@ -65,10 +67,12 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     datamodule.prepare_data()
     datamodule.setup("test")
     datamodule.check_elements(checkpoint["hyper_parameters"]["statistics"]["atomic_numbers"])
-    with default_dtype(stored_dtype(checkpoint)):
-        module = MACELightningModule.load_from_checkpoint(
+    load = MACELightningModule.load_from_checkpoint
+    with default_dtype(stored_dtype(checkpoint)), lightning_loading(load, trust_pickle) as safe:
+        module = load(
             cfg.ckpt_path,
             map_location="cpu",
+            **safe,  # weights only unless trust_pickle (docs/security.md)
             test_set_names=list(datamodule.test_set_names),
             ema={"enabled": cfg.use_ema, "decay": 0.99},
         )

@@ -240,7 +240,11 @@ def run_export(cfg: DictConfig) -> Path:
         raise ConfigError(f"format={cfg.format!r}; choose one of {', '.join(FORMATS)}.")
     if not Path(str(cfg.ckpt_path)).is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; give a macelab checkpoint.")
-    model, _ = load_model(str(cfg.ckpt_path), use_ema=bool(cfg.use_ema))
+    model, _ = load_model(
+        str(cfg.ckpt_path),
+        use_ema=bool(cfg.use_ema),
+        trust_pickle=bool(cfg.get("trust_pickle", False)),
+    )
     if cfg.dtype is not None:
         model = model.to(getattr(torch, str(cfg.dtype)))
     model = model.to(str(cfg.device)).eval()

@@ -70,17 +70,19 @@ def predict_test_sets(
     max_structures: int | None = None,
     data_overrides: dict[str, Any] | None = None,
     device: str = "cpu",
+    trust_pickle: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Per test set: ``energy``, ``energy_ref``, ``num_atoms``, ``has_energy`` [n_structures],
     ``forces``, ``forces_ref`` [n_force_atoms, 3] (structures with forces only), ``index``
     (record index in the source file), ``info`` (list of per-record metadata), ``source``.
 
-    ``max_structures`` evaluates only the first that many structures of each set.
+    ``max_structures`` evaluates only the first that many structures of each set;
+    ``trust_pickle`` as in :func:`macelab.training.checkpoint.load_model`.
     """
     from macelab.training.checkpoint import load_model, read_checkpoint
 
-    checkpoint = read_checkpoint(ckpt_path)
-    model, _ = load_model(ckpt_path, map_location="cpu")
+    checkpoint = read_checkpoint(ckpt_path, trust_pickle=trust_pickle)
+    model, _ = load_model(ckpt_path, map_location="cpu", trust_pickle=trust_pickle)
     model = model.to(device)
     datamodule = _data_module(checkpoint, data_overrides)
     results: dict[str, dict[str, Any]] = {}

@@ -80,12 +80,17 @@ def save_artifact(
 
 
 def artifact_from_checkpoint(
-    checkpoint: str | Path, folder: str | Path, metadata: dict[str, Any] | None = None
+    checkpoint: str | Path,
+    folder: str | Path,
+    metadata: dict[str, Any] | None = None,
+    *,
+    trust_pickle: bool = False,
 ) -> Path:
-    """The EMA model of a macelab training checkpoint, written as an artifact."""
+    """The EMA model of a macelab training checkpoint, written as an artifact
+    (``trust_pickle`` as in :func:`macelab.training.checkpoint.load_model`)."""
     from macelab.training.checkpoint import load_model
 
-    model, hparams = load_model(checkpoint, use_ema=True, backend="e3nn")
+    model, hparams = load_model(checkpoint, use_ema=True, backend="e3nn", trust_pickle=trust_pickle)
     return save_artifact(model, hparams["model"], hparams["statistics"], folder, metadata)
 
 
