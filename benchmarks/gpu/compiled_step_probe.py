@@ -73,7 +73,7 @@ def _grads(model, loss_fn, batch):
     loss = loss_fn(output, batch)["loss"]
     parameters = [p for p in model.parameters() if p.requires_grad]
     grads = torch.autograd.grad(loss, parameters, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g.detach() for g, p in zip(grads, parameters)]
+    return [torch.zeros_like(p) if g is None else g.detach() for g, p in zip(grads, parameters, strict=True)]
 
 
 def _largest(a, b) -> float:
@@ -89,7 +89,6 @@ def _sgd(model, grads, lr: float = 1e-3) -> None:
 
 
 def run_variant(variant: str) -> dict:
-    import torch
 
     from macelab.speed.compiled_train import CompiledTrainStep
 

@@ -16,7 +16,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import inspect
+import os
+from collections.abc import Callable, Iterator
 from types import ModuleType
+from typing import Any
 
 import torch
 
@@ -92,3 +96,34 @@ def wigner_3j(l1: int, l2: int, l3: int, dtype: torch.dtype = torch.float64) -> 
     flat = symbol.flatten()
     first = int((flat.abs() > 1e-6 * flat.abs().max()).nonzero()[0, 0])
     return symbol if flat[first] > 0 else -symbol
+
+
+_FORCE_SAFE, _FORCE_UNSAFE = "TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+@contextlib.contextmanager
+def lightning_loading(method: Callable[..., Any], trust_pickle: bool) -> Iterator[dict[str, bool]]:
+    """Make a Lightning method that may load a checkpoint (``Trainer.fit``, ``Trainer.test``,
+    ``LightningModule.load_from_checkpoint``) unpickle weights only, unless ``trust_pickle``.
+
+    Yields the keyword arguments to call ``method`` with. Lightning >= 2.6 takes
+    ``weights_only``, passed explicitly: left unset, torch's default is overridden by
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, which importing mace-torch sets for the process.
+    Older Lightning calls ``torch.load`` without it, so for the duration of the block torch's
+    own switches decide instead (``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1``, or the other one with
+    ``trust_pickle``), and the environment is restored afterwards.
+    """
+    if "weights_only" in inspect.signature(method).parameters:
+        yield {"weights_only": not trust_pickle}
+        return
+    saved = {name: os.environ.get(name) for name in (_FORCE_SAFE, _FORCE_UNSAFE)}
+    os.environ.pop(_FORCE_UNSAFE if not trust_pickle else _FORCE_SAFE, None)
+    os.environ[_FORCE_SAFE if not trust_pickle else _FORCE_UNSAFE] = "1"
+    try:
+        yield {}
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

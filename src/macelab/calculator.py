@@ -53,6 +53,9 @@ class MACECalculator(Calculator):
         edge_chunk: compute messages in chunks of this many edges with activation
             checkpointing (:meth:`macelab.model.MACE.set_edge_chunk`): less memory for very
             large systems, a little more time; with ``accelerate=None`` only.
+        trust_pickle: load checkpoints that hold more than tensors and plain values, which
+            runs code stored in them (trusted files only; by default such a file raises
+            :class:`~macelab.errors.UntrustedFileError`, see docs/security.md).
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator`.
 
     Results: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress`` (eV/Å^3,
@@ -80,6 +83,7 @@ class MACECalculator(Calculator):
         accelerate: str | None = None,
         skin: float = 0.5,
         edge_chunk: int | None = None,
+        trust_pickle: bool = False,
         **kwargs: Any,
     ) -> None:
         from macelab.precision.inference import for_inference
@@ -101,7 +105,8 @@ class MACECalculator(Calculator):
             raise ConfigError("MACECalculator needs at least one model or checkpoint path.")
         self.members = []
         for source in sources:
-            member, context = for_inference(_as_model(source), str(precision), self.device)
+            model_object = _as_model(source, trust_pickle)
+            member, context = for_inference(model_object, str(precision), self.device)
             for parameter in member.parameters():
                 parameter.requires_grad_(False)
             self.members.append((member, context))
@@ -219,13 +224,13 @@ class MACECalculator(Calculator):
             self.results["forces_uncertainty"] = np.linalg.norm(forces_std, axis=-1)
 
 
-def _as_model(source: torch.nn.Module | str | Path) -> torch.nn.Module:
+def _as_model(source: torch.nn.Module | str | Path, trust_pickle: bool) -> torch.nn.Module:
     """A model object from a model or a checkpoint path (EMA weights)."""
     if isinstance(source, torch.nn.Module):
         return source
     from macelab.training.checkpoint import load_model
 
-    model, _ = load_model(source)
+    model, _ = load_model(source, trust_pickle=trust_pickle)
     return model
 
 

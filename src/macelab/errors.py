@@ -56,3 +56,16 @@ class MissingDataError(DataError, FileNotFoundError):
 
 class ChecksumMismatchError(DataError):
     """A file whose checksum differs from the published one; it was refused, not used."""
+
+
+class UntrustedFileError(MacelabError):
+    """A file that would run code from itself if loaded, refused because it is not trusted.
+
+    Args:
+        message: what the file holds, why it was refused and how to opt in.
+        file: the file refused.
+    """
+
+    def __init__(self, message: str, *, file: str | Path) -> None:
+        self.file = str(file)
+        super().__init__(message)

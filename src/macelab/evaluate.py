@@ -29,6 +29,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     import lightning as L
     from hydra.utils import instantiate
 
+    from macelab._compat import lightning_loading
     from macelab.analysis.parity import save_parity_plots, save_predictions
     from macelab.precision import apply_precision, default_dtype, trainer_precision_kwargs
     from macelab.training.artifact import is_artifact, load_artifact
@@ -37,6 +38,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     from macelab.training.results import paper_results, write_results
 
     output_dir = Path(cfg.paths.output_dir)
+    trust_pickle = bool(cfg.get("trust_pickle", False))
     artifact_model = None
     if is_artifact(cfg.ckpt_path):  # a model folder: model.yaml + model.safetensors
         artifact_model, artifact = load_artifact(cfg.ckpt_path)
@@ -44,7 +46,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         saved = OmegaConf.create(artifact.get("run") or {})
         dtype = next(artifact_model.parameters()).dtype
     else:
-        checkpoint = read_checkpoint(cfg.ckpt_path)
+        checkpoint = read_checkpoint(cfg.ckpt_path, trust_pickle=trust_pickle)
         hparams = checkpoint["hyper_parameters"]
         saved = OmegaConf.create(hparams.get("run_config") or {})
         dtype = stored_dtype(checkpoint)
@@ -76,19 +78,22 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     datamodule.prepare_data()
     datamodule.setup("test")
     datamodule.check_elements(hparams["statistics"]["atomic_numbers"])
-    with default_dtype(dtype):
-        if artifact_model is not None:  # its weights are the ones to evaluate (EMA or not)
+    if artifact_model is not None:  # its weights are the ones to evaluate (EMA or not)
+        with default_dtype(dtype):
             module = MACELightningModule(
                 model=hparams["model"],
                 statistics=hparams["statistics"],
                 test_set_names=list(datamodule.test_set_names),
                 ema={"enabled": False},
             )
-            module.model.load_state_dict(artifact_model.state_dict())
-        else:
-            module = MACELightningModule.load_from_checkpoint(
+        module.model.load_state_dict(artifact_model.state_dict())
+    else:
+        load = MACELightningModule.load_from_checkpoint
+        with default_dtype(dtype), lightning_loading(load, trust_pickle) as safe:
+            module = load(
                 cfg.ckpt_path,
                 map_location="cpu",
+                **safe,  # weights only unless trust_pickle (docs/security.md)
                 test_set_names=list(datamodule.test_set_names),
                 ema={"enabled": cfg.use_ema, "decay": 0.99},
             )

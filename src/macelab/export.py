@@ -74,7 +74,7 @@ from macelab.errors import ConfigError
 
 log = logging.getLogger("macelab.export")
 
-FORMATS = {"pt2": ".pt2", "mace_torch": ".model", "torchscript": ".pt"}
+FORMATS = {"pt2": ".pt2", "mace_torch": ".model", "torchscript": ".pt", "artifact": ""}
 METADATA_FILE = "macelab.json"
 INPUT_NAMES = ("positions", "atomic_numbers", "edge_index", "unit_shifts", "cell", "batch")
 
@@ -234,13 +234,30 @@ def export_torchscript(model: torch.nn.Module, path: str | Path) -> Path:
 
 def run_export(cfg: DictConfig) -> Path:
     """Export ``cfg.ckpt_path`` (conf/export.yaml) in ``cfg.format``; returns the file."""
+    from macelab.training.artifact import artifact_from_checkpoint
     from macelab.training.checkpoint import load_model
 
     if cfg.format not in FORMATS:
         raise ConfigError(f"format={cfg.format!r}; choose one of {', '.join(FORMATS)}.")
-    if not Path(str(cfg.ckpt_path)).is_file():
+    if not Path(str(cfg.ckpt_path)).exists():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; give a macelab checkpoint.")
-    model, _ = load_model(str(cfg.ckpt_path), use_ema=bool(cfg.use_ema))
+    if cfg.format == "artifact":  # a model folder: model.yaml + model.safetensors
+        if cfg.dtype is not None or not cfg.use_ema:
+            raise ConfigError(
+                "format=artifact keeps the EMA weights in their own dtype; drop dtype/use_ema."
+            )
+        out = Path(str(cfg.out)) if cfg.out else Path(cfg.paths.output_dir) / "model"
+        artifact_from_checkpoint(
+            str(cfg.ckpt_path), out, trust_pickle=bool(cfg.get("trust_pickle", False))
+        )
+        log.info("wrote %s (model.yaml, model.safetensors)", out)
+        print(out)
+        return out
+    model, _ = load_model(
+        str(cfg.ckpt_path),
+        use_ema=bool(cfg.use_ema),
+        trust_pickle=bool(cfg.get("trust_pickle", False)),
+    )
     if cfg.dtype is not None:
         model = model.to(getattr(torch, str(cfg.dtype)))
     model = model.to(str(cfg.device)).eval()

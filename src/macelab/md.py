@@ -68,7 +68,11 @@ def run_md(cfg: DictConfig) -> dict[str, Any]:
     checkpoints = cfg.ckpt_path
     sources = [str(c) for c in checkpoints] if not isinstance(checkpoints, str) else checkpoints
     atoms.calc = MACECalculator(
-        sources, device=device, precision=str(cfg.precision), accelerate=cfg.accelerate
+        sources,
+        device=device,
+        precision=str(cfg.precision),
+        accelerate=cfg.accelerate,
+        trust_pickle=bool(cfg.get("trust_pickle", False)),
     )
     rng = np.random.default_rng(int(cfg.seed))
     MaxwellBoltzmannDistribution(atoms, temperature_K=float(cfg.temperature_K), rng=rng)

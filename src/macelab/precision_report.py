@@ -212,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/precision_report"))
     parser.add_argument("--ckpt", default=None, help="a macelab checkpoint (else random)")
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="load a checkpoint that holds more than tensors (runs code from it: trusted "
+        "files only; docs/security.md)",
+    )
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--max-ell", type=int, default=3)
     parser.add_argument("--max-L", type=int, default=None, help="override the size's max_L")
@@ -226,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ckpt:
             from macelab.training.checkpoint import load_model
 
-            model, _ = load_model(args.ckpt)
+            model, _ = load_model(args.ckpt, trust_pickle=args.trust_pickle)
             weights = f"trained: {args.ckpt}"
         else:
             model = random_model(args.size, args.max_ell, args.max_L)

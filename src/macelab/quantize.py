@@ -32,20 +32,21 @@ READOUT_FORMATS = ("int8",)
 
 
 def quantize_checkpoint(
-    ckpt_path: str | Path, out: str | Path, *, use_ema: bool = True
+    ckpt_path: str | Path, out: str | Path, *, use_ema: bool = True, trust_pickle: bool = False
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Write the INT8-readout version of ``ckpt_path`` to ``out``; return (float, int8) models.
 
     The new file is the source checkpoint with the model weights replaced by the quantised
     model's (EMA weights with ``use_ema``) and the EMA shadow set to the same weights, so
     evaluating with or without EMA gives the same INT8 model. Optimiser states are dropped:
-    an INT8 model is for inference, not for resuming training.
+    an INT8 model is for inference, not for resuming training. ``trust_pickle`` as in
+    :func:`macelab.training.checkpoint.load_model`.
     """
     from macelab.model.quantized import quantize_readout
     from macelab.training.checkpoint import load_model, read_checkpoint
 
-    checkpoint = read_checkpoint(ckpt_path)
-    float_model, _ = load_model(ckpt_path, use_ema=use_ema)
+    checkpoint = read_checkpoint(ckpt_path, trust_pickle=trust_pickle)
+    float_model, _ = load_model(ckpt_path, use_ema=use_ema, trust_pickle=trust_pickle)
     int8_model = quantize_readout(copy.deepcopy(float_model))
     state = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("model.")}
     state.update({f"model.{k}": v.detach().clone() for k, v in int8_model.state_dict().items()})
@@ -207,7 +208,9 @@ def run_quantize(cfg: DictConfig) -> dict[str, dict[str, float]]:
         )
     output_dir = Path(cfg.paths.output_dir)
     out = Path(cfg.out) if cfg.out else output_dir / "int8.ckpt"
-    float_model, int8_model = quantize_checkpoint(cfg.ckpt_path, out, use_ema=cfg.use_ema)
+    float_model, int8_model = quantize_checkpoint(
+        cfg.ckpt_path, out, use_ema=cfg.use_ema, trust_pickle=bool(cfg.get("trust_pickle", False))
+    )
     log.info("wrote %s", out)
     print(f"wrote {out}")
     if not cfg.compare:
@@ -242,7 +245,7 @@ def _test_data(cfg: DictConfig) -> tuple[Any, str]:
 
     from macelab.training.checkpoint import read_checkpoint
 
-    checkpoint = read_checkpoint(cfg.ckpt_path)
+    checkpoint = read_checkpoint(cfg.ckpt_path, trust_pickle=bool(cfg.get("trust_pickle", False)))
     hparams = checkpoint["hyper_parameters"]
     saved = OmegaConf.create(hparams.get("run_config") or {})
     data_cfg = cfg.get("data") or saved.get("data")

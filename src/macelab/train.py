@@ -29,6 +29,7 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     import torch
     from hydra.utils import instantiate
 
+    from macelab._compat import lightning_loading
     from macelab.precision import (
         apply_precision,
         default_dtype,
@@ -98,15 +99,20 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         )
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    trust_pickle = bool(cfg.get("trust_pickle", False))
     if ckpt_path is not None:
-        check_compatible(ckpt_path, to_dict(cfg.model))
+        check_compatible(ckpt_path, to_dict(cfg.model), trust_pickle=trust_pickle)
     with hydra_ddp_job(output_dir):  # DDP ranks of a multirun job re-run this job only
         started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        with lightning_loading(trainer.fit, trust_pickle) as weights_only:  # docs/security.md
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **weights_only)
         train_seconds = time.perf_counter() - started
 
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-        trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        with lightning_loading(trainer.test, trust_pickle) as weights_only:
+            trainer.test(
+                module, datamodule=datamodule, ckpt_path=best, verbose=False, **weights_only
+            )
     results = module.test_results
     if trainer.is_global_zero:
         paper = paper_results(cfg.get("benchmark"))

@@ -273,7 +273,7 @@ def test_ase_calculators_agree(structures, tmp_path):
     reference = mace_torch_model(max_ell=2, max_L=1, correlation=3, num_interactions=2)
     path = tmp_path / "reference.model"
     torch.save(reference, path)
-    ours = from_mace_torch(load_mace_torch_file(path))
+    ours = from_mace_torch(load_mace_torch_file(path, trust_pickle=True))
     theirs_calc = MaceTorchCalculator(model_paths=str(path), device="cpu", default_dtype="float64")
     ours_calc = MACECalculator(ours, precision="64")
     for atoms in structures:
@@ -341,7 +341,7 @@ def test_load_refuses_missing_files_and_state_dicts(tmp_path):
     path = tmp_path / "state.pt"
     torch.save({"model": {}}, path)
     with pytest.raises(UnsupportedModelError, match="holds a dict"):
-        load_mace_torch_file(path)
+        load_mace_torch_file(path, trust_pickle=True)
 
 
 @pytest.mark.parametrize(

@@ -31,22 +31,26 @@ TINY = [
 ]
 
 
+def compose_run_config(config_name: str, overrides: list[str], run_dir: Path) -> DictConfig:
+    """The composed config of an entry point, with ``run_dir`` as its run folder."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.num = 0
+        cfg.paths.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
 @pytest.fixture
 def compose_config(tmp_path: Path) -> Callable[..., DictConfig]:
     """``compose_config("train", [...overrides])`` -> a config whose run folder is tmp_path."""
 
     def _compose(config_name: str, overrides: list[str], output_dir: Path | None = None):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-        run_dir = output_dir or tmp_path / "run"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(run_dir)
-            cfg.hydra.job.num = 0
-            cfg.paths.output_dir = str(run_dir)
-        HydraConfig.instance().set_config(cfg)
-        return cfg
+        return compose_run_config(config_name, overrides, output_dir or tmp_path / "run")
 
     yield _compose
     GlobalHydra.instance().clear()

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from macelab.errors import MacelabError
 from macelab.training.artifact import artifact_from_checkpoint, is_artifact, load_artifact
 from macelab.training.checkpoint import load_model
-from tests.training.conftest import TINY, compose_config  # noqa: F401 (fixture)
+from tests.training.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = sorted(p.parent for p in (REPO / "models").glob("*/model.yaml"))

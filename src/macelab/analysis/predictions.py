@@ -16,20 +16,24 @@ import torch
 from omegaconf import OmegaConf
 
 
-def run_settings(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_settings(
+    path: str | Path, trust_pickle: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model config and the training run's config (data, seed, benchmark, ...) of a
-    checkpoint or a model folder."""
+    checkpoint or a model folder (``trust_pickle``: see :func:`read_checkpoint`)."""
     from macelab.training.artifact import is_artifact, read_artifact
     from macelab.training.checkpoint import read_checkpoint
 
     if is_artifact(path):
         config, _ = read_artifact(path)
         return config["model"], config.get("run") or {}
-    hparams = read_checkpoint(path)["hyper_parameters"]
+    hparams = read_checkpoint(path, trust_pickle=trust_pickle)["hyper_parameters"]
     return hparams["model"], hparams.get("run_config") or {}
 
 
-def _data_module(model_config: dict[str, Any], saved: dict[str, Any], overrides: dict[str, Any] | None):
+def _data_module(
+    model_config: dict[str, Any], saved: dict[str, Any], overrides: dict[str, Any] | None
+):
     from hydra.utils import instantiate
 
     if "data" not in saved:
@@ -82,17 +86,19 @@ def predict_test_sets(
     max_structures: int | None = None,
     data_overrides: dict[str, Any] | None = None,
     device: str = "cpu",
+    trust_pickle: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Per test set: ``energy``, ``energy_ref``, ``num_atoms``, ``has_energy`` [n_structures],
     ``forces``, ``forces_ref`` [n_force_atoms, 3] (structures with forces only), ``index``
     (record index in the source file), ``info`` (list of per-record metadata), ``source``.
 
-    ``max_structures`` evaluates only the first that many structures of each set.
+    ``max_structures`` evaluates only the first that many structures of each set;
+    ``trust_pickle`` as in :func:`macelab.training.checkpoint.load_model`.
     """
     from macelab.training.checkpoint import load_model
 
-    model_config, saved = run_settings(ckpt_path)
-    model, _ = load_model(ckpt_path, map_location="cpu")
+    model_config, saved = run_settings(ckpt_path, trust_pickle=trust_pickle)
+    model, _ = load_model(ckpt_path, map_location="cpu", trust_pickle=trust_pickle)
     model = model.to(device)
     datamodule = _data_module(model_config, saved, data_overrides)
     results: dict[str, dict[str, Any]] = {}

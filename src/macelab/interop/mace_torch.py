@@ -39,6 +39,7 @@ from e3nn import o3
 
 from macelab.errors import MacelabError, MissingDataError
 from macelab.interop.cg_basis import translate_path_weights
+from macelab.loading import load_pickle
 from macelab.model.irreps import hidden_irreps
 from macelab.model.mace import MACE
 from macelab.model.readout import GATES
@@ -74,10 +75,18 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------------- files
-def load_mace_torch_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+def load_mace_torch_file(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    trust_pickle: bool = False,
+) -> Any:
     """Load a mace-torch ``.model`` file (a pickled module, e.g. a foundation model).
 
-    Unpickling runs code from the file (``weights_only=False``): load only files you trust.
+    A mace-torch model file is a pickle: loading it runs code stored in the file. It is
+    loaded only with ``trust_pickle=True``, your statement that the file comes from a
+    source you trust; without it :class:`~macelab.errors.UntrustedFileError` is raised and
+    nothing from the file runs (docs/security.md).
     """
     _import_mace()
     path = Path(path)
@@ -87,7 +96,7 @@ def load_mace_torch_file(path: str | Path, map_location: str | torch.device = "c
             "mace-torch (mace_run_train's <name>.model, or a downloaded foundation model).",
             file=path,
         )
-    model = torch.load(path, map_location=map_location, weights_only=False)
+    model = load_pickle(path, map_location, trust_pickle=trust_pickle, what="mace-torch model file")
     if not isinstance(model, torch.nn.Module):
         raise UnsupportedModelError(
             f"{path} holds a {type(model).__name__}, not a mace-torch model; training "
@@ -439,6 +448,8 @@ def from_mace_torch(
     model: torch.nn.Module | str | Path,
     head: str | int | None = None,
     reduced_cg: bool = False,
+    *,
+    trust_pickle: bool = False,
 ) -> MACE:
     """The macelab MACE equivalent to a mace-torch model (same energies and forces).
 
@@ -449,6 +460,8 @@ def from_mace_torch(
         reduced_cg: build the macelab model with the reduced symmetric CG basis (fewer
             weights, same function); by default the full basis, whose weights then map one
             to one onto mace-torch's.
+        trust_pickle: with a path, load the file although loading runs code stored in it
+            (mace-torch files are pickles): only for files from a source you trust.
 
     Returns:
         A :class:`~macelab.model.MACE` in the mace-torch model's dtype, on the CPU, in
@@ -456,9 +469,10 @@ def from_mace_torch(
 
     Raises:
         UnsupportedModelError: the model uses a feature macelab does not implement.
+        UntrustedFileError: ``model`` is a path and ``trust_pickle`` is not set.
     """
     if isinstance(model, str | Path):
-        model = load_mace_torch_file(model)
+        model = load_mace_torch_file(model, trust_pickle=trust_pickle)
     head_index = _head_index(model, head)
     hyperparameters = mace_torch_hyperparameters(model, head)
     hyperparameters["reduced_cg"] = reduced_cg

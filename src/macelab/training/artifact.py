@@ -87,12 +87,17 @@ def save_artifact(
 
 
 def artifact_from_checkpoint(
-    checkpoint: str | Path, folder: str | Path, metadata: dict[str, Any] | None = None
+    checkpoint: str | Path,
+    folder: str | Path,
+    metadata: dict[str, Any] | None = None,
+    *,
+    trust_pickle: bool = False,
 ) -> Path:
-    """The EMA model of a macelab training checkpoint, written as an artifact."""
+    """The EMA model of a macelab training checkpoint, written as an artifact
+    (``trust_pickle`` as in :func:`macelab.training.checkpoint.load_model`)."""
     from macelab.training.checkpoint import load_model
 
-    model, hparams = load_model(checkpoint, use_ema=True, backend="e3nn")
+    model, hparams = load_model(checkpoint, use_ema=True, backend="e3nn", trust_pickle=trust_pickle)
     run_config = hparams.get("run_config") or {}
     run = {k: run_config[k] for k in RUN_KEYS if k in run_config}
     return save_artifact(model, hparams["model"], hparams["statistics"], folder, metadata, run)

@@ -3,6 +3,10 @@
 A macelab checkpoint carries the model config and the training-set statistics in its
 hyper-parameters and the EMA of the weights in its ``macelab`` section, so no data and no
 config file are needed to use it.
+
+Checkpoints are read with ``weights_only=True`` (:func:`macelab.loading.load_weights`): a
+file holding anything but tensors and plain values is refused before any of it runs, unless
+the caller passes ``trust_pickle=True`` (docs/security.md).
 """
 
 from __future__ import annotations
@@ -14,14 +18,24 @@ from typing import Any
 import torch
 
 from macelab.data.statistics import DatasetStatistics
-from macelab.errors import ConfigError, MacelabError
+from macelab.errors import ConfigError, MacelabError, UntrustedFileError
+from macelab.loading import load_weights
 from macelab.training.artifact import is_artifact, load_artifact
 
 log = logging.getLogger(__name__)
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint file, with a clear error if it is missing or not a macelab one."""
+def read_checkpoint(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    trust_pickle: bool = False,
+) -> dict[str, Any]:
+    """Load a checkpoint file, with a clear error if it is missing or not a macelab one.
+
+    Only tensors and plain values are unpickled; anything else raises UntrustedFileError
+    unless ``trust_pickle`` (then the whole pickle loads: trusted files only).
+    """
     path = Path(path)
     if not path.is_file():
         raise MacelabError(
@@ -29,12 +43,16 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "last.ckpt (or best.ckpt) of a macelab training run."
         )
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        checkpoint = load_weights(path, map_location, trust_pickle=trust_pickle)
+    except UntrustedFileError:
+        raise
     except Exception as error:  # a truncated or foreign file
         raise MacelabError(
             f"checkpoint {path} could not be read ({type(error).__name__}: {error}); the file "
             "is damaged or not a PyTorch checkpoint."
         ) from error
+    if not isinstance(checkpoint, dict):
+        checkpoint = {}
     hparams = checkpoint.get("hyper_parameters", {})
     if "model" not in hparams or "statistics" not in hparams or "macelab" not in checkpoint:
         raise MacelabError(
@@ -58,6 +76,7 @@ def load_model(
     use_ema: bool = True,
     map_location: str | torch.device = "cpu",
     backend: str | None = None,
+    trust_pickle: bool = False,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The model stored in a macelab checkpoint, and the checkpoint's hyper-parameters.
 
@@ -65,7 +84,8 @@ def load_model(
     average; otherwise the raw training weights. ``backend`` chooses the contraction
     implementation (:mod:`macelab.kernels`); by default the one the run trained with, or
     ``e3nn`` (logged) where that one cannot run, e.g. a Triton-trained model on a CPU: the
-    backends compute the same function.
+    backends compute the same function. ``trust_pickle`` loads a checkpoint that holds more
+    than tensors and plain values (running code from it: trusted files only).
 
     ``path`` may also be a model folder (``model.yaml`` + ``model.safetensors``,
     :mod:`macelab.training.artifact`); its weights are the ones it was saved with, and the
@@ -79,7 +99,7 @@ def load_model(
     from macelab.model import build_model
     from macelab.precision import default_dtype
 
-    checkpoint = read_checkpoint(path, map_location)
+    checkpoint = read_checkpoint(path, map_location, trust_pickle=trust_pickle)
     hparams = checkpoint["hyper_parameters"]
     if backend is None:
         backend = hparams["model"].get("backend") or "e3nn"
@@ -115,11 +135,13 @@ def load_model(
     return model, hparams
 
 
-def check_compatible(path: str | Path, model_cfg: dict[str, Any]) -> None:
+def check_compatible(
+    path: str | Path, model_cfg: dict[str, Any], *, trust_pickle: bool = False
+) -> None:
     """Refuse to resume from a checkpoint whose model config differs from ``model_cfg``."""
     from macelab.model.build import RUNTIME_KEYS
 
-    hparams = read_checkpoint(path)["hyper_parameters"]
+    hparams = read_checkpoint(path, trust_pickle=trust_pickle)["hyper_parameters"]
     saved = hparams["model"]
     differing = sorted(
         key

@@ -18,6 +18,10 @@ fixes the architecture: its hyperparameters replace ``conf/model``. Then:
   the new data with the same predictions for it.
 
 Resuming a fine-tuning run (``ckpt_path=last``) restores its own checkpoint over this.
+
+A mace-torch model file is a pickle, which runs code from the file as it loads: it is
+loaded only with ``pretrained.trust_pickle=true`` (docs/security.md). A macelab checkpoint
+loads weights only, without that key.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ def load_pretrained(cfg: Any, statistics: Any = None) -> torch.nn.Module | None:
 
 def _load(cfg: Any) -> torch.nn.Module | None:
     ckpt, mace_file = cfg.get("ckpt_path"), cfg.get("mace_torch_model")
+    trust_pickle = bool(cfg.get("trust_pickle", False))
     if ckpt and mace_file:
         raise ConfigError(
             "give either pretrained.ckpt_path or pretrained.mace_torch_model, not both."
@@ -56,14 +61,15 @@ def _load(cfg: Any) -> torch.nn.Module | None:
     if ckpt:
         from macelab.training.checkpoint import load_model
 
-        model, _ = load_model(str(ckpt))
+        model, _ = load_model(str(ckpt), trust_pickle=trust_pickle)
         return model
     if mace_file:
-        from macelab.interop import from_mace_torch
+        from macelab.errors import MissingDataError
+        from macelab.interop import from_mace_torch, load_mace_torch_file
 
         try:
-            source = torch.load(str(mace_file), map_location="cpu", weights_only=False)
-        except FileNotFoundError as error:
+            source = load_mace_torch_file(str(mace_file), trust_pickle=trust_pickle)
+        except MissingDataError as error:
             raise ConfigError(
                 f"pretrained.mace_torch_model={mace_file} does not exist; give the path of a "
                 "mace-torch model file (torch.save of the model)."
