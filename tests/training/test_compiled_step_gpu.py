@@ -79,7 +79,10 @@ def _eager_grads(model, loss_fn, batch) -> list[torch.Tensor]:
     loss = loss_fn(output, batch)["loss"]
     parameters = [p for p in model.parameters() if p.requires_grad]
     grads = torch.autograd.grad(loss, parameters, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g.detach() for g, p in zip(grads, parameters, strict=True)]
+    return [
+        torch.zeros_like(p) if g is None else g.detach()
+        for g, p in zip(grads, parameters, strict=True)
+    ]
 
 
 def _relative(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from macelab.errors import MacelabError
 from macelab.training.artifact import artifact_from_checkpoint, is_artifact, load_artifact
 from macelab.training.checkpoint import load_model
-from tests.training.conftest import TINY
+from tests.training.conftest import TINY, compose_config  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = sorted(p.parent for p in (REPO / "models").glob("*/model.yaml"))
@@ -100,7 +100,7 @@ def test_calculator_loads_a_model_folder(trained, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("folder", MODELS, ids=[m.name for m in MODELS])
-def test_committed_model_reproduces_its_recorded_errors(folder, compose_config, tmp_path):
+def test_committed_model_reproduces_its_recorded_errors(folder, compose_config, tmp_path):  # noqa: F811
     """Each committed model, evaluated on CPU by ``python -m macelab.evaluate``'s code, gives
     the errors recorded in its model.yaml (``checks``) to the recorded tolerance: a change
     to the model code that changes its predictions cannot pass silently."""
