@@ -184,7 +184,7 @@ def find_bad_graph(batch: Any, min_distance: float) -> tuple[int, str, str] | No
         bad = torch.unique(owners[bad_rows])
         bad = bad[has[bad]]
         if bad.numel():
-            return int(bad[0]), field, f"its {field} hold NaN or inf"
+            return int(bad[0]), field, f"its {field} has NaN or inf values"
     sender, receiver = batch.edge_index.detach().cpu()
     if sender.numel() == 0:
         return None

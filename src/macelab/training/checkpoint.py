@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from macelab.data.statistics import DatasetStatistics
-from macelab.errors import ConfigError, MacelabError
+from macelab.errors import ConfigError, DataError, MacelabError
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +107,50 @@ def load_model(
     return model, hparams
 
 
-def check_compatible(path: str | Path, model_cfg: dict[str, Any]) -> None:
-    """Refuse to resume from a checkpoint whose model config differs from ``model_cfg``."""
+def check_compatible(
+    path: str | Path,
+    model_cfg: dict[str, Any],
+    *,
+    atomic_numbers: list[int] | None = None,
+    data_elements: list[int] | None = None,
+    data_source: str | None = None,
+) -> None:
+    """Refuse to resume from a checkpoint whose model differs from the one this run builds.
+
+    Args:
+        path: the checkpoint.
+        model_cfg: this run's model config; it must match the checkpoint's.
+        atomic_numbers: the element table of this run's model; it must match the
+            checkpoint's (its weights have one row per element).
+        data_elements: the elements of this run's training data; each must be in the
+            checkpoint's table.
+        data_source: the training file, for the message.
+    """
     from macelab.model.build import RUNTIME_KEYS
 
-    hparams = read_checkpoint(path)["hyper_parameters"]
+    checkpoint = read_checkpoint(path)
+    hparams = checkpoint["hyper_parameters"]
+    table = checkpoint["state_dict"].get("model.elements.atomic_numbers")
+    if table is None:  # the model's own table; a fine-tuned one may have more elements
+        table = hparams["model"].get("atomic_numbers") or hparams["statistics"]["atomic_numbers"]
+    saved_table = [int(z) for z in torch.as_tensor(table).tolist()]
+    new = sorted(set(data_elements or []) - set(saved_table))
+    if new:
+        raise DataError(
+            f"the training data holds {_symbols(new)}, which the model of checkpoint {path} "
+            f"does not know (its elements: {_symbols(saved_table)}). Resuming continues that "
+            "model, and a model has no weights for an element it was built without: resume "
+            "on the run's own data, remove the structures with these elements, or start a "
+            "new run (without ckpt_path).",
+            file=data_source,
+            field="atomic_numbers",
+        )
+    if atomic_numbers is not None and sorted(atomic_numbers) != sorted(saved_table):
+        raise ConfigError(
+            f"checkpoint {path} has a model for the elements {_symbols(saved_table)}, but this "
+            f"run builds one for {_symbols(atomic_numbers)} (from its training data); resume "
+            "on the run's own data, or start a new run (without ckpt_path)."
+        )
     saved = hparams["model"]
     differing = sorted(
         key
@@ -126,3 +165,9 @@ def check_compatible(path: str | Path, model_cfg: dict[str, Any]) -> None:
             f"checkpoint {path} was trained with a different model config ({details}); resume "
             "with the run's own config (its .hydra/config.yaml) or start a new run."
         )
+
+
+def _symbols(atomic_numbers: list[int]) -> str:
+    from ase.data import chemical_symbols
+
+    return ", ".join(chemical_symbols[int(z)] for z in sorted(atomic_numbers))
