@@ -6,6 +6,7 @@ built wheel they are packaged as ``macelab/conf`` (see ``pyproject.toml``).
 
 from __future__ import annotations
 
+import numbers
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -59,7 +60,7 @@ def check_types(values: Mapping[str, Any], function: Callable[..., Any], prefix:
         wanted = _describe(hint)
         raise ConfigError(
             f"{prefix}.{key}={value!r} has the wrong type: {prefix}.{key} takes {wanted}, not "
-            f"{_describe(type(value))}; set it to {wanted} on the command line or in the "
+            f"{_describe_value(value)}; set it to {wanted} on the command line or in the "
             "config file."
         )
 
@@ -75,17 +76,19 @@ def _matches(value: Any, hint: Any) -> bool:
         return any(_matches(value, arg) for arg in args)
     if hint is bool:
         return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is int:  # numbers.Integral: numpy integers too
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
     if hint is Path:
         return isinstance(value, str | Path)
     if origin in (Sequence, list, tuple):
-        if not isinstance(value, list | tuple):
+        if isinstance(value, str | bytes | Mapping) or not hasattr(value, "__len__"):
             return False
+        if not isinstance(value, list | tuple):  # arrays, tensors: their items are not judged
+            return True
         return not args or all(_matches(item, args[0]) for item in value)
     if origin in (Mapping, dict):
         if not isinstance(value, Mapping):
@@ -112,6 +115,17 @@ def _describe(hint: Any) -> str:
         type(None): "null",
     }
     return words.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _describe_value(value: Any) -> str:
+    """What a config value is, in words (``4.5`` -> ``a decimal number``)."""
+    if isinstance(value, float):
+        return "a decimal number"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return _describe(type(value))
 
 
 def _plural(hint: Any) -> str:

@@ -101,15 +101,16 @@ def _prediction_record(output: dict[str, Tensor | None], batch) -> dict[str, Ten
     return record
 
 
-def _non_finite_records(output: dict[str, Tensor | None], batch) -> list[int]:
-    """Record indices of the graphs of ``batch`` whose predicted energy or forces are not
-    finite."""
+def _non_finite_records(output: dict[str, Tensor | None], batch) -> Tensor:
+    """``[n_graphs]`` the record index of each graph whose predicted energy or forces are
+    not finite, -1 for the others (on the batch's device: no host synchronisation)."""
     bad = ~torch.isfinite(output["energy"].detach()).reshape(-1)
     forces = output.get("forces")
     if forces is not None:
-        atom_bad = ~torch.isfinite(forces.detach()).all(dim=-1)
-        bad[batch.batch[atom_bad]] = True
-    return batch.index[bad].tolist()
+        atom_bad = (~torch.isfinite(forces.detach()).all(dim=-1)).to(torch.int32)
+        per_graph = torch.zeros_like(bad, dtype=torch.int32).index_add_(0, batch.batch, atom_bad)
+        bad = bad | (per_graph > 0)
+    return torch.where(bad, batch.index, torch.full_like(batch.index, -1))
 
 
 def _gather_predictions(
@@ -196,7 +197,8 @@ class MACELightningModule(L.LightningModule):
         self.test_results: dict[str, dict[str, float]] = {}
         self.collect_predictions = False
         self.predictions: dict[str, list[dict[str, Tensor]]] = {}
-        self._non_finite: dict[str, list[int]] = {}  # test set -> records predicted NaN/inf
+        # test set -> per batch, the records predicted NaN/inf (-1: finite)
+        self._non_finite: dict[str, list[Tensor]] = {}
         self.skipped_steps = 0
         self.batches_done_in_epoch = 0
         self._resume: tuple[int, int] | None = None
@@ -476,7 +478,7 @@ class MACELightningModule(L.LightningModule):
         name = self.test_set_names[dataloader_idx]
         output = self._evaluate(batch)
         self.test_metrics[_metric_key(name)].update(output, batch)
-        self._non_finite.setdefault(name, []).extend(_non_finite_records(output, batch))
+        self._non_finite.setdefault(name, []).append(_non_finite_records(output, batch))
         if self.collect_predictions:
             self.predictions[name].append(_prediction_record(output, batch))
 
@@ -494,7 +496,10 @@ class MACELightningModule(L.LightningModule):
     def _refuse_non_finite_predictions(self) -> None:
         """Raise, on every rank, if any test structure got a NaN or inf prediction: metrics
         averaged over it are NaN, and a results table of NaN must not pass as a result."""
-        records = self._non_finite
+        records = {
+            name: [int(r) for r in torch.cat(parts).cpu().tolist() if r >= 0] if parts else []
+            for name, parts in self._non_finite.items()
+        }
         if self.trainer.world_size > 1:
             records = _gather_predictions(records)
         for name in self.test_set_names:
