@@ -11,7 +11,9 @@ forces are the results, with their spread across members as the uncertainty.
 
 Each new geometry (ASE reports changed positions, cell, pbc or numbers) gets a fresh
 neighbour list from the data layer (:func:`macelab.data.graph.atoms_to_graph`), the same one
-training uses. Stress is computed for fully periodic cells only.
+training uses. Stress is computed for fully periodic cells only. Two atoms closer than
+``min_distance`` (0.3 Å by default) raise a :class:`~macelab.errors.DataError` naming them,
+instead of returning the NaN energies and forces a model gives for coincident atoms.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from torch_geometric.data import Batch
 
 from macelab.data.graph import atoms_to_graph
+from macelab.data.neighbors import DEFAULT_MIN_DISTANCE, closest_pair, too_close_error
 from macelab.errors import ConfigError
 
 ACCELERATIONS = (None, "graphs", "compiled")
@@ -56,6 +59,8 @@ class MACECalculator(Calculator):
         trust_pickle: load checkpoints that hold more than tensors and plain values, which
             runs code stored in them (trusted files only; by default such a file raises
             :class:`~macelab.errors.UntrustedFileError`, see docs/security.md).
+        min_distance: Å; two atoms closer than this raise a ``DataError`` naming them
+            (``0`` or ``None``: no check). Checked on the neighbour list's edges, every call.
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator`.
 
     Results: ``energy`` and ``free_energy`` (eV), ``forces`` (eV/Å), ``stress`` (eV/Å^3,
@@ -84,6 +89,7 @@ class MACECalculator(Calculator):
         skin: float = 0.5,
         edge_chunk: int | None = None,
         trust_pickle: bool = False,
+        min_distance: float | None = DEFAULT_MIN_DISTANCE,
         **kwargs: Any,
     ) -> None:
         from macelab.precision.inference import for_inference
@@ -129,6 +135,7 @@ class MACECalculator(Calculator):
         self.r_max = r_max.pop()
         self.accelerate = accelerate
         self.skin = float(skin)
+        self.min_distance = float(min_distance or 0.0)
         self.neighbour_list_builds = 0
         self._graph: Any = None
         self._reference: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -150,7 +157,7 @@ class MACECalculator(Calculator):
                 atoms.positions, dtype=self._graph.positions.dtype
             )
             return self._graph
-        self._graph = atoms_to_graph(atoms, self.r_max + self.skin)
+        self._graph = atoms_to_graph(atoms, self.r_max + self.skin, min_distance=None)
         self._reference = (
             atoms.positions.copy(),
             atoms.numbers.copy(),
@@ -159,6 +166,22 @@ class MACECalculator(Calculator):
         )
         self.neighbour_list_builds += 1
         return self._graph
+
+    def _check_distances(self, atoms: Atoms, graph: Any) -> None:
+        """Raise if two atoms are closer than ``min_distance`` (edges of the current list)."""
+        if self.min_distance <= 0 or graph.edge_index.shape[1] == 0:
+            return
+        edge_index = graph.edge_index.numpy()
+        shifts = graph.unit_shifts.numpy() @ graph.cell.reshape(3, 3).numpy()
+        vectors = atoms.positions[edge_index[1]] - atoms.positions[edge_index[0]] + shifts
+        lengths = np.linalg.norm(vectors, axis=-1)
+        if lengths.min() < self.min_distance:
+            raise too_close_error(
+                closest_pair(edge_index, lengths),
+                self.min_distance,
+                option="the calculator's min_distance",
+                atomic_numbers=atoms.numbers,
+            )
 
     def _potential(self, index: int, periodic: bool):
         """The accelerated potential of member ``index`` (built on first use)."""
@@ -203,6 +226,7 @@ class MACECalculator(Calculator):
         for member, _ in self.members:
             member.elements.check(atoms.numbers)  # UnknownElementError names the elements
         graph = self._neighbour_graph(atoms)
+        self._check_distances(atoms, graph)
         batch = Batch.from_data_list([graph]).to(self.device)
         periodic = bool(np.all(atoms.pbc))
         outputs = [self._member_output(i, batch, periodic) for i in range(len(self.members))]

@@ -46,6 +46,28 @@ class DataError(MacelabError, ValueError):
         super().__init__(prefix + message)
 
 
+class AtomsTooCloseError(DataError):
+    """Two atoms of a structure closer than the configured minimum distance.
+
+    Attributes:
+        pair: ``(i, j, distance)``, the atom indices and their distance in Å.
+        min_distance: the threshold, Å.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pair: tuple[int, int, float],
+        min_distance: float,
+        file: str | Path | None = None,
+        record: int | str | None = None,
+    ) -> None:
+        super().__init__(message, file=file, record=record, field="positions")
+        self.pair = pair
+        self.min_distance = min_distance
+
+
 class ConfigError(MacelabError, ValueError):
     """A configuration that cannot work, with the key concerned and what to set instead."""
 

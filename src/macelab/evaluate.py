@@ -36,6 +36,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     from macelab.training.checkpoint import read_checkpoint, stored_dtype
     from macelab.training.module import MACELightningModule
     from macelab.training.results import paper_results, write_results
+    from macelab.training.scaling import warn_if_oversubscribed
 
     output_dir = Path(cfg.paths.output_dir)
     trust_pickle = bool(cfg.get("trust_pickle", False))
@@ -109,6 +110,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         default_root_dir=str(output_dir),
         limit_test_batches=cfg.get("limit_test_batches"),
     )
+    warn_if_oversubscribed(trainer)
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = module.test_results
     if not trainer.is_global_zero:

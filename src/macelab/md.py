@@ -6,6 +6,10 @@ ensemble of them, any precision), draws Maxwell-Boltzmann velocities at ``temper
 (``ensemble=nve``) or Langevin dynamics (``ensemble=langevin``). Every ``log_every`` steps
 it appends a frame to ``trajectory.extxyz`` and a line to ``md.log`` (time in ps, potential,
 kinetic and total energy in eV, temperature in K); a progress bar shows the run.
+
+Two atoms closer than ``min_distance`` (0.3 Å), in the starting structure or at any step,
+stop the run with an error naming the atoms, the file, the frame and the step: a model
+gives NaN (or meaningless) energies there, and the dynamics would go on with them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from omegaconf import DictConfig
 
 from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR
-from macelab.errors import ConfigError, DataError
+from macelab.errors import AtomsTooCloseError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
 ENSEMBLES = ("nve", "langevin")
@@ -67,12 +71,16 @@ def run_md(cfg: DictConfig) -> dict[str, Any]:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     checkpoints = cfg.ckpt_path
     sources = [str(c) for c in checkpoints] if not isinstance(checkpoints, str) else checkpoints
+    from macelab.data.neighbors import DEFAULT_MIN_DISTANCE, too_close_error
+
+    min_distance = cfg.get("min_distance", DEFAULT_MIN_DISTANCE)
     atoms.calc = MACECalculator(
         sources,
         device=device,
         precision=str(cfg.precision),
         accelerate=cfg.accelerate,
         trust_pickle=bool(cfg.get("trust_pickle", False)),
+        min_distance=min_distance,
     )
     rng = np.random.default_rng(int(cfg.seed))
     MaxwellBoltzmannDistribution(atoms, temperature_K=float(cfg.temperature_K), rng=rng)
@@ -112,17 +120,37 @@ def run_md(cfg: DictConfig) -> dict[str, Any]:
         "# time_ps potential_eV kinetic_eV total_eV temperature_K\n", encoding="utf-8"
     )
     every = max(1, int(cfg.log_every))
-    record()
-    with Progress(transient=True) as progress:
-        task = progress.add_task(f"MD ({cfg.ensemble})", total=int(cfg.steps))
-        done = 0
-        while done < int(cfg.steps):
-            chunk = min(every, int(cfg.steps) - done)
-            dynamics.run(chunk)
-            done += chunk
-            progress.update(task, advance=chunk)
-            if done % every == 0 or done == int(cfg.steps):
-                record()
+    started = False
+    try:
+        record()
+        started = True
+        with Progress(transient=True) as progress:
+            task = progress.add_task(f"MD ({cfg.ensemble})", total=int(cfg.steps))
+            done = 0
+            while done < int(cfg.steps):
+                chunk = min(every, int(cfg.steps) - done)
+                dynamics.run(chunk)
+                done += chunk
+                progress.update(task, advance=chunk)
+                if done % every == 0 or done == int(cfg.steps):
+                    record()
+    except AtomsTooCloseError as error:
+        # a step moves the atoms, then computes forces: the failing step is the next one
+        where = f"frame {int(cfg.frame)}, MD step {dynamics.nsteps + 1}" if started else None
+        raise too_close_error(
+            error.pair,
+            error.min_distance,
+            option="min_distance",
+            atomic_numbers=atoms.numbers,
+            file=str(cfg.structure),
+            record=where or int(cfg.frame),
+            advice=(
+                "The dynamics drove them together (too large a timestep_fs or temperature_K, "
+                "or a model not trained on such geometries): change those"
+                if started
+                else "Fix this structure or start from another frame"
+            ),
+        ) from None
     drift = (energies[-1] - energies[0]) / len(atoms)
     summary = {"steps": int(cfg.steps), "atoms": len(atoms), "drift_eV_per_atom": drift}
     log.info("wrote %s and %s; total energy drift %.3g eV/atom", trajectory, log_path, drift)

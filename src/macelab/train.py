@@ -40,9 +40,14 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     from macelab.training.checkpoint import check_compatible
     from macelab.training.module import MACELightningModule
     from macelab.training.results import paper_results, write_results
-    from macelab.training.scaling import scale_training, silence_synced_metric_warnings
+    from macelab.training.scaling import (
+        scale_training,
+        silence_synced_metric_warnings,
+        warn_if_oversubscribed,
+    )
 
     output_dir = Path(cfg.paths.output_dir)
+    check_config_types(cfg)
     L.seed_everything(cfg.seed, workers=True)
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
@@ -60,6 +65,7 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         logger=loggers or False,
         **trainer_precision_kwargs(trainer_precision),
     )
+    warn_if_oversubscribed(trainer)
     # Under DDP the global batch is data.batch_size x world size; the learning rate follows
     # training.optimizer.lr_scaling (see macelab.training.scaling).
     training, scaling = scale_training(
@@ -101,7 +107,14 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     trust_pickle = bool(cfg.get("trust_pickle", False))
     if ckpt_path is not None:
-        check_compatible(ckpt_path, to_dict(cfg.model), trust_pickle=trust_pickle)
+        check_compatible(
+            ckpt_path,
+            to_dict(cfg.model),
+            atomic_numbers=module.model.elements.atomic_numbers.tolist(),
+            data_elements=datamodule.train_dataset.elements(),
+            data_source=datamodule.train_dataset.source,
+            trust_pickle=trust_pickle,
+        )
     with hydra_ddp_job(output_dir):  # DDP ranks of a multirun job re-run this job only
         started = time.perf_counter()
         with lightning_loading(trainer.fit, trust_pickle) as weights_only:  # docs/security.md
@@ -130,6 +143,19 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         (output_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
         print(table)
     return results
+
+
+def check_config_types(cfg: DictConfig) -> None:
+    """Refuse a model or data value of the wrong type (``model.channels=abc``) before any
+    data is read, with a message naming the key and the value."""
+    from macelab.config import check_types
+    from macelab.data.datamodule import MACEDataModule
+    from macelab.model.mace import MACE
+
+    model = {key: value for key, value in to_dict(cfg.model).items() if value is not None}
+    check_types(model, MACE.__init__, "model")  # null: taken from the data's statistics
+    if cfg.data.get("_target_") == "macelab.data.datamodule.MACEDataModule":
+        check_types(to_dict(cfg.data), MACEDataModule.__init__, "data")
 
 
 def _cluster_environment(trainer: Any) -> str | None:

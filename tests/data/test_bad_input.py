@@ -6,14 +6,20 @@ command-line entry points print them as they are) and nothing may be skipped sil
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
+from ase import Atoms
 
 from macelab.data.checks import check_elements
 from macelab.data.datamodule import MACEDataModule
+from macelab.data.graph import atoms_to_graph
 from macelab.data.rmd17 import mace_protocol_split, read_rmd17_npz, read_split_indices
+from macelab.data.splits import train_valid_split
+from macelab.data.store import GraphStore
 from macelab.data.xyz import read_xyz
-from macelab.errors import ConfigError, DataError, MacelabError
+from macelab.errors import AtomsTooCloseError, ConfigError, DataError, MacelabError
 
 HEADER = 'Properties=species:S:1:pos:R:3:forces:R:3 energy={energy} pbc="F F F"'
 
@@ -138,12 +144,12 @@ def test_forces_shape_mismatch(tmp_path):
 
 def _xyz_module(tmp_path, train_text: str, **kwargs) -> MACEDataModule:
     train = write(tmp_path, train_text, "train.xyz")
+    kwargs.setdefault("num_valid", 2)
     return MACEDataModule(
         dataset="xyz",
         train_file=str(train),
         r_max=4.0,
         e0s={"H": -13.6, "O": -2040.0},
-        num_valid=2,
         cache_dir=tmp_path / "cache",
         **kwargs,
     )
@@ -319,3 +325,115 @@ def test_empty_split_from_the_protocol():
         mace_protocol_split(np.arange(10), num_train=10, num_valid=0, seed=0)
     with pytest.raises(ConfigError, match="exceeds"):
         mace_protocol_split(np.arange(10), num_train=9, num_valid=2, seed=0)
+
+
+# -- atoms too close, miscounted frames, sizes, duplicates ----------------------------------
+def test_coincident_atoms_in_training_data_name_file_record_and_atoms(tmp_path):
+    coincident = frame().replace("0.9600 0.1000", "0.0000 0.0000")  # atom 1 onto atom 0
+    text = "".join(frame(shift=k) for k in range(5)) + coincident + frame(shift=6)
+    with pytest.raises(DataError) as info:
+        _xyz_module(tmp_path, text).setup("fit")
+    exc = assert_error(info, file="train.xyz", record=5, field="positions")
+    assert "atoms 0 and 1 (O and H) are at the same position" in str(exc)
+    assert "data.min_distance=0.3" in str(exc)
+
+
+def test_close_atoms_in_a_test_file_and_the_threshold_option(tmp_path):
+    close = frame().replace("0.9600 0.1000", "0.2000 0.0000")  # atom 1 at 0.2 Å of atom 0
+    test = write(tmp_path, frame() + close, "test.xyz")
+    text = "".join(frame(shift=k) for k in range(6))
+    with pytest.raises(DataError) as info:
+        _xyz_module(tmp_path, text, test_files={"t": str(test)}).setup("fit")
+    exc = assert_error(info, file="test.xyz", record=1, field="positions")
+    assert "0.2 Å apart" in str(exc)
+    module = _xyz_module(tmp_path, text, test_files={"t": str(test)}, min_distance=0.1)
+    module.setup("fit")  # a lower threshold lets the frame through
+    assert len(module.test_datasets["t"]) == 2
+
+
+def test_graph_of_one_structure_refuses_close_atoms():
+    atoms = Atoms("OH2", positions=[[0, 0, 0], [0, 0, 0], [0.0, 0.96, 0.0]])
+    with pytest.raises(AtomsTooCloseError, match="atoms 0 and 1"):
+        atoms_to_graph(atoms, 4.0)
+    assert atoms_to_graph(atoms, 4.0, min_distance=None).num_nodes == 3
+
+
+def test_closest_distance_kept_from_the_neighbour_search_equals_the_edges(tmp_path):
+    store = GraphStore.from_configurations(
+        read_xyz(write(tmp_path, "".join(frame(shift=0.1 * k) for k in range(4)))), 4.0
+    )
+    kept = store.closest_distances().copy()
+    np.testing.assert_allclose(kept, 0.96 * np.sqrt(1 + (0.1 / 0.96) ** 2), rtol=1e-12)
+    del store.tensors["closest_distance"]  # a store saved before the field existed
+    np.testing.assert_allclose(store.closest_distances(), kept, rtol=1e-12)
+
+
+def test_frame_with_fewer_atom_lines_than_declared_is_blamed_on_itself(tmp_path):
+    lines = (frame() + frame() + frame()).splitlines()
+    del lines[4]  # frame 0 declares 3 atoms but has two atom lines
+    with pytest.raises(DataError) as info:
+        read_xyz(write(tmp_path, "\n".join(lines) + "\n"))
+    exc = assert_error(info, file="bad.xyz", record=0, field="number of atoms")
+    assert "line 1 declares 3 atoms but has only 2 atom line(s)" in str(exc)
+    assert "line 5 reads '3'" in str(exc)
+
+
+def test_frame_with_more_atom_lines_than_declared_is_blamed_on_itself(tmp_path):
+    text = frame().replace("3\n", "2\n", 1) + frame()
+    with pytest.raises(DataError) as info:
+        read_xyz(write(tmp_path, text))
+    exc = assert_error(info, file="bad.xyz", record=0, field="number of atoms")
+    assert "declares 2 atoms but line 5 after them is another atom line" in str(exc)
+
+
+def test_more_training_configurations_than_the_file_holds_says_both_numbers(tmp_path):
+    text = "".join(frame(shift=k) for k in range(6))
+    with pytest.raises(ConfigError) as info:
+        _xyz_module(tmp_path, text, num_train=50).setup("fit")
+    message = str(info.value)
+    assert "data.num_train=50" in message and "it has 6 configurations" in message
+    assert "leaving 4" in message  # num_valid=2 held out
+    with pytest.raises(ConfigError, match=r"data.num_valid=6 .* holds only 6 configurations"):
+        _xyz_module(tmp_path, text, num_valid=6).setup("fit")
+    valid = write(tmp_path, frame() + frame(shift=9), "valid.xyz")
+    module = _xyz_module(tmp_path, text, num_train=7, valid_file=str(valid))
+    with pytest.raises(ConfigError, match=r"data.num_train=7 .*holds \(6\)"):
+        module.setup("fit")
+
+
+def _with_duplicates() -> str:
+    """12 frames, 8 distinct: frames 8-11 repeat frames 0, 2, 4 and 0."""
+    frames = [frame(shift=k) for k in range(8)]
+    return "".join([*frames, frames[0], frames[2], frames[4], frames[0]])
+
+
+def test_duplicate_frames_are_counted_and_never_split_into_train_and_validation(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="macelab.data.datamodule"):
+        module = _xyz_module(tmp_path, _with_duplicates(), num_valid=3)
+        module.setup("fit")
+    assert "4 duplicate structure(s) kept (record 8 repeats record 0)" in caplog.text
+    assert "4 duplicate structure(s)" in module.summary()
+    train = {tuple(p) for g in module.train_dataset for p in [g.positions[0].tolist()]}
+    valid = {tuple(p) for g in module.val_dataset for p in [g.positions[0].tolist()]}
+    assert not train & valid
+    assert len(valid) == 3  # data.num_valid counts distinct structures
+    assert len(module.train_dataset) + len(module.val_dataset) == 12
+    for seed in range(20):  # whatever the shuffle, copies stay on one side
+        first = np.array([0, 1, 2, 3, 4, 5, 6, 7, 0, 2, 4, 0])
+        train_idx, valid_idx = train_valid_split(12, seed=seed, num_valid=3, first=first)
+        assert not set(first[train_idx]) & set(first[valid_idx])
+
+
+def test_duplicate_frames_can_be_dropped(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="macelab.data.datamodule"):
+        module = _xyz_module(tmp_path, _with_duplicates(), num_valid=2, drop_duplicates=True)
+        module.setup("fit")
+    assert "4 duplicate structure(s) dropped" in caplog.text
+    assert len(module.train_dataset) + len(module.val_dataset) == 8
+
+
+def test_a_file_without_duplicates_gets_mace_torch_split():
+    plain = train_valid_split(50, seed=3, valid_fraction=0.1)
+    grouped = train_valid_split(50, seed=3, valid_fraction=0.1, first=np.arange(50))
+    for a, b in zip(plain, grouped, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from macelab.calculator import MACECalculator
-from macelab.errors import ConfigError
+from macelab.errors import AtomsTooCloseError, ConfigError
 from macelab.model import MACE, UnknownElementError
 
 from .helpers import batch, read_molecule, relative_error, silicon_cell, small_model
@@ -107,3 +108,33 @@ def test_skin_neighbour_list_is_reused_and_exact(shared_data_root, model):
         assert energy == pytest.approx(atoms.get_potential_energy(), rel=1e-13, abs=1e-10)
         np.testing.assert_allclose(forces, atoms.get_forces(), rtol=1e-10, atol=1e-11)
     assert reused.neighbour_list_builds < fresh.neighbour_list_builds == 8
+
+
+def _water() -> Atoms:
+    return Atoms("OH2", positions=[[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
+
+
+def test_coincident_atoms_are_an_error_naming_them_not_nan(model):
+    """Two atoms at one position: without the check the model returns NaN energies and
+    forces (the direction of a zero-length edge is undefined); the calculator refuses."""
+    atoms = _water()
+    atoms.positions[2] = atoms.positions[1]
+    unchecked = atoms.copy()
+    unchecked.calc = MACECalculator(model, min_distance=0)
+    assert not np.isfinite(unchecked.get_potential_energy())
+    atoms.calc = MACECalculator(model)
+    with pytest.raises(AtomsTooCloseError, match=r"atoms 1 and 2 \(H and H\) are at") as info:
+        atoms.get_potential_energy()
+    assert info.value.pair[:2] == (1, 2) and "min_distance=0.3" in str(info.value)
+
+
+def test_atoms_moved_too_close_on_a_reused_neighbour_list(model):
+    """The skin keeps the neighbour list across small moves; the distance check still sees
+    atoms that have come too close since it was built."""
+    atoms = _water()
+    atoms.calc = MACECalculator(model, min_distance=0.9, skin=1.0)
+    assert np.isfinite(atoms.get_potential_energy())
+    atoms.positions[1, 0] -= 0.1  # the O-H bond shrinks to 0.86 Å, less than skin / 2 moved
+    with pytest.raises(AtomsTooCloseError, match=r"atoms 0 and 1 .O and H. are 0\.86 Å apart"):
+        atoms.get_potential_energy()
+    assert atoms.calc.neighbour_list_builds == 1

@@ -29,7 +29,7 @@ from macelab.data.store import GraphStore
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: graphs keep their shortest edge (closest_distance)
 
 
 def graphs_dir(cache_dir: str | Path | None = None) -> Path:

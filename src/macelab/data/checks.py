@@ -3,17 +3,20 @@
 Each raises :class:`~macelab.errors.DataError` naming the file, the record and the field,
 with what to do: an element the model's element table does not know, a label that a split
 needs but a record lacks, a label present in some records of a file and absent in others,
-an empty split.
+an empty split, atoms closer than ``data.min_distance``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
+import torch
 from ase.data import chemical_symbols
 
 from macelab.data.configuration import Configuration
+from macelab.data.neighbors import closest_pair, too_close_error
 from macelab.data.store import GraphStore
 from macelab.data.xyz import DEFAULT_KEYS, LabelKeys
 from macelab.errors import DataError
@@ -121,3 +124,82 @@ def check_not_empty(size: int, *, split: str, source: str, how: str = "") -> Non
             file=source,
             field=split,
         )
+
+
+def check_min_distance(
+    store: GraphStore, min_distance: float | None, *, option: str = "data.min_distance"
+) -> None:
+    """Raise if any graph of ``store`` has two atoms closer than ``min_distance`` Å.
+
+    Uses the shortest edge each graph kept from its neighbour search, so it costs one
+    comparison per graph; the offending pair is looked up only when there is one. ``None``
+    or ``0`` turns the check off.
+    """
+    if not min_distance or min_distance <= 0:
+        return
+    bad = np.flatnonzero(store.closest_distances() < float(min_distance))
+    if bad.size == 0:
+        return
+    g = int(bad[0])
+    edge_ptr = store.tensors["edge_ptr"]
+    edges = store.tensors["edge_index"][:, int(edge_ptr[g]) : int(edge_ptr[g + 1])].numpy()
+    node_ptr = store.tensors["node_ptr"]
+    z = store.tensors["atomic_numbers"][int(node_ptr[g]) : int(node_ptr[g + 1])].numpy()
+    raise too_close_error(
+        closest_pair(edges, store.edge_lengths([g])),
+        float(min_distance),
+        option=option,
+        atomic_numbers=z,
+        file=store.source,
+        record=int(store.tensors["index"][g]),
+        others=int(bad.size - 1),
+    )
+
+
+def find_bad_graph(batch: Any, min_distance: float) -> tuple[int, str, str] | None:
+    """The first graph of a batch whose inputs or labels cannot give a finite loss.
+
+    Looks for NaN or inf in positions, cell, weights and the labels a graph carries, and
+    for two atoms closer than ``min_distance`` Å (coincident atoms always count). Meant for
+    after a non-finite loss, to tell a data problem from an optimisation one.
+
+    Returns:
+        ``(graph, field, what)``: the graph's position in the batch, the field concerned and
+        a description, or None if the batch looks sound.
+    """
+    graph_of_atom = batch.batch.detach().cpu()
+    num_graphs = int(batch.num_graphs)
+    per_atom = {"positions": batch.positions, "forces": batch.forces}
+    per_graph = {"energy": batch.energy, "cell": batch.cell, "weight": batch.weight}
+    if hasattr(batch, "stress"):
+        per_graph["stress"] = batch.stress
+    for field, values in {**per_atom, **per_graph}.items():
+        values = values.detach().cpu().reshape(values.shape[0], -1)
+        if field in ("energy", "forces", "stress"):
+            has = getattr(batch, f"has_{field}").detach().cpu().reshape(-1)
+        else:
+            has = torch.ones(num_graphs, dtype=torch.bool)
+        bad_rows = ~torch.isfinite(values).all(dim=1)
+        owners = graph_of_atom if field in per_atom else torch.arange(num_graphs)
+        bad = torch.unique(owners[bad_rows])
+        bad = bad[has[bad]]
+        if bad.numel():
+            return int(bad[0]), field, f"its {field} has NaN or inf values"
+    sender, receiver = batch.edge_index.detach().cpu()
+    if sender.numel() == 0:
+        return None
+    positions = batch.positions.detach().cpu().to(torch.float64)
+    graph_of_edge = graph_of_atom[sender]
+    cell = batch.cell.detach().cpu().to(torch.float64).reshape(-1, 3, 3)[graph_of_edge]
+    shifts = torch.einsum("ei,eij->ej", batch.unit_shifts.detach().cpu().to(torch.float64), cell)
+    lengths = torch.linalg.norm(positions[receiver] - positions[sender] + shifts, dim=-1)
+    close = torch.nonzero((lengths < min_distance) | (lengths == 0)).flatten()
+    if close.numel() == 0:
+        return None
+    k = int(close[torch.argmin(lengths[close])])
+    g = int(graph_of_edge[k])
+    start = int(batch.ptr[g])
+    i, j = sorted((int(sender[k]) - start, int(receiver[k]) - start))
+    distance = float(lengths[k])
+    where = "at the same position" if distance == 0 else f"{distance:.3g} Å apart"
+    return g, "positions", f"its atoms {i} and {j} are {where}"

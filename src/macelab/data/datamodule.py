@@ -11,6 +11,10 @@ Configured from ``conf/data/{acac,3bpa,rmd17,xyz}.yaml``. After ``setup()`` it e
   mid-epoch);
 * ``summary()``: counts per split, labels, E0s and what is missing.
 
+Every structure is checked for atoms closer than ``min_distance`` (0.3 Å; coincident atoms
+make a model's energy NaN), and identical structures in the training file are counted and
+logged, kept on one side of the train/validation split or dropped (``drop_duplicates``).
+
 Distributed runs: the module builds its own samplers (``samplers.py``) from the attached
 trainer's ``global_rank`` and ``world_size``, so the trainer runs with
 ``use_distributed_sampler=False``. Training: every rank a different, equally long slice of a
@@ -30,9 +34,15 @@ from ase.data import chemical_symbols
 from lightning import LightningDataModule
 from torch_geometric.loader import DataLoader
 
-from macelab.data.checks import check_elements, check_not_empty, require_labels
+from macelab.data.checks import (
+    check_elements,
+    check_min_distance,
+    check_not_empty,
+    require_labels,
+)
 from macelab.data.datasets import DATASETS
 from macelab.data.datasets.base import DatasetParts, LoadOptions, MissingFile
+from macelab.data.duplicates import count_shared, first_occurrences
 from macelab.data.e0s import (
     e0s_from_isolated_atoms,
     e0s_from_mapping,
@@ -40,6 +50,7 @@ from macelab.data.e0s import (
     isolated_atom_mask,
 )
 from macelab.data.locate import data_root, where_to_get
+from macelab.data.neighbors import DEFAULT_MIN_DISTANCE
 from macelab.data.samplers import EvalSampler, ResumableTrainSampler
 from macelab.data.splits import train_valid_split
 from macelab.data.statistics import DatasetStatistics, compute_statistics
@@ -82,6 +93,11 @@ class MACEDataModule(LightningDataModule):
         download: fetch missing official files (verified by checksum).
         pin_memory: DataLoader ``pin_memory``.
         drop_last: drop the last incomplete training batch (default: keep it).
+        min_distance: Å; a structure with two atoms closer than this is refused, naming the
+            file, the record and the atoms (``0`` or ``None``: no check).
+        drop_duplicates: keep only the first of identical structures (same atomic numbers,
+            positions, cell and pbc) in the training file; by default they are kept, each
+            copy on the side of the train/validation split of its first occurrence.
     """
 
     def __init__(
@@ -112,6 +128,8 @@ class MACEDataModule(LightningDataModule):
         download: bool = True,
         pin_memory: bool = False,
         drop_last: bool = False,
+        min_distance: float | None = DEFAULT_MIN_DISTANCE,
+        drop_duplicates: bool = False,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
@@ -142,8 +160,15 @@ class MACEDataModule(LightningDataModule):
         self.download = bool(download)
         self.pin_memory = bool(pin_memory)
         self.drop_last = bool(drop_last)
+        self.min_distance = float(min_distance or 0.0)
+        self.drop_duplicates = bool(drop_duplicates)
         if self.r_max <= 0:
             raise ConfigError(f"data.r_max={r_max} must be positive (Å).")
+        if not 0.0 <= self.min_distance < self.r_max:
+            raise ConfigError(
+                f"data.min_distance={min_distance} must be between 0 (no check) and "
+                f"data.r_max={self.r_max} Å: pairs are found within the cutoff."
+            )
 
         self.statistics: DatasetStatistics | None = None
         self.train_dataset: GraphStore | None = None
@@ -202,6 +227,9 @@ class MACEDataModule(LightningDataModule):
 
     def _setup_data(self) -> None:
         parts = self._load_parts()
+        for store in (parts.train, parts.valid, *parts.tests.values()):
+            if store is not None:
+                check_min_distance(store, self.min_distance)
         isolated = isolated_atom_mask(parts.train)
         train_file = parts.train.select(np.flatnonzero(~isolated))
         isolated_in_train = parts.train.select(np.flatnonzero(isolated))
@@ -209,7 +237,9 @@ class MACEDataModule(LightningDataModule):
         require_labels(train_file, ("energy", "forces"), role="training", keys=self.keys)
         if parts.valid is not None:
             require_labels(parts.valid, ("energy", "forces"), role="validation", keys=self.keys)
-        train, valid = self._split(parts, train_file)
+        train_file, first = self._duplicates(train_file)
+        train, valid = self._split(parts, train_file, first)
+        self._report_shared(train, parts)
         if len(isolated_in_train):
             self._notes["isolated"] = (
                 f"{len(isolated_in_train)} isolated-atom frame(s) of {parts.train.source} are "
@@ -229,7 +259,53 @@ class MACEDataModule(LightningDataModule):
         self.statistics = statistics
         log.debug("%s", self.summary())
 
-    def _split(self, parts: DatasetParts, train_file: GraphStore) -> tuple[GraphStore, GraphStore]:
+    def _duplicates(self, train_file: GraphStore) -> tuple[GraphStore, np.ndarray | None]:
+        """Count identical structures of the training file, log them, drop them if asked.
+
+        Returns the training file (without copies under ``drop_duplicates``) and each
+        configuration's first identical copy (None when there are no copies left).
+        """
+        first = first_occurrences(train_file)
+        copies = np.flatnonzero(first != np.arange(len(first)))
+        if copies.size == 0:
+            return train_file, None
+        records = train_file.tensors["index"]
+        copy, original = int(records[copies[0]]), int(records[first[copies[0]]])
+        example = f"record {copy} repeats record {original}"
+        if self.drop_duplicates:
+            note = f"{copies.size} duplicate structure(s) dropped ({example})"
+            self._notes["duplicates"] = note
+            log.warning("%s: %s (data.drop_duplicates=true)", train_file.source, note)
+            return train_file.select(np.flatnonzero(first == np.arange(len(first)))), None
+        note = (
+            f"{copies.size} duplicate structure(s) kept ({example}); copies stay on one side "
+            "of the train/validation split"
+        )
+        self._notes["duplicates"] = note
+        log.warning("%s: %s; data.drop_duplicates=true removes them", train_file.source, note)
+        return train_file, first
+
+    def _report_shared(self, train: GraphStore, parts: DatasetParts) -> None:
+        """Warn about validation or test structures that are also training structures."""
+        others = {"validation": parts.valid, **{f"test {k}": v for k, v in parts.tests.items()}}
+        for name, store in others.items():
+            if store is None or store.source == train.source:
+                continue
+            shared = count_shared(store, train)
+            if shared:
+                log.warning(
+                    "%d of the %d %s structures (%s) are also in the training set (%s); "
+                    "their errors measure memory, not generalisation.",
+                    shared,
+                    len(store),
+                    name,
+                    store.source,
+                    train.source,
+                )
+
+    def _split(
+        self, parts: DatasetParts, train_file: GraphStore, first: np.ndarray | None = None
+    ) -> tuple[GraphStore, GraphStore]:
         source = train_file.source
         if parts.valid is None:
             train_idx, valid_idx = train_valid_split(
@@ -239,6 +315,7 @@ class MACEDataModule(LightningDataModule):
                 num_valid=self.num_valid,
                 num_train=self.num_train,
                 source=source,
+                first=first,
             )
             self._notes["train"] = f"{len(train_idx)} of {len(train_file)}, seed {self.seed}"
             self._notes["valid"] = f"{len(valid_idx)} of {len(train_file)}, seed {self.seed}"
@@ -247,8 +324,11 @@ class MACEDataModule(LightningDataModule):
         if self.dataset != "rmd17" and self.num_train is not None:
             if not 0 < self.num_train <= len(train_file):
                 raise ConfigError(
-                    f"data.num_train={self.num_train} must be between 1 and the "
-                    f"{len(train_file)} configurations of {source}."
+                    f"data.num_train={self.num_train} asks for more training configurations "
+                    f"than {source} holds ({len(train_file)}); set it between 1 and "
+                    f"{len(train_file)} (or null for all of them)."
+                    if self.num_train > 0
+                    else f"data.num_train={self.num_train} must be at least 1."
                 )
             order = np.random.default_rng(self.seed).permutation(len(train_file))
             train_file = train_file.select(np.sort(order[: self.num_train]))
@@ -397,8 +477,9 @@ class MACEDataModule(LightningDataModule):
             for z, e in zip(stats.atomic_numbers, stats.atomic_energies, strict=True)
         )
         lines.append(f"  E0s ({stats.e0_source}, eV): {e0_text}")
-        if "isolated" in self._notes:
-            lines.append(f"  {self._notes['isolated']}")
+        for key in ("isolated", "duplicates"):
+            if key in self._notes:
+                lines.append(f"  {self._notes[key]}")
         lines.append(
             f"  avg_num_neighbors {stats.avg_num_neighbors:.4f}; interaction energy per atom "
             f"mean {stats.mean_interaction_energy_per_atom:.6f} eV, std "

@@ -37,7 +37,12 @@ from ase import Atoms
 from torch_geometric.data import Data
 
 from macelab.data.configuration import Configuration
-from macelab.data.neighbors import neighbour_list
+from macelab.data.neighbors import (
+    DEFAULT_MIN_DISTANCE,
+    closest_pair,
+    neighbour_list,
+    too_close_error,
+)
 from macelab.data.xyz import DEFAULT_KEYS, LabelKeys, atoms_to_configuration
 
 GRAPH_KEYS = (
@@ -78,14 +83,35 @@ class AtomicGraph(Data):
         return super().__cat_dim__(key, value, *args, **kwargs)
 
 
-def configuration_to_graph(config: Configuration, r_max: float) -> AtomicGraph:
+def configuration_to_graph(
+    config: Configuration,
+    r_max: float,
+    *,
+    min_distance: float | None = DEFAULT_MIN_DISTANCE,
+    option: str = "min_distance",
+) -> AtomicGraph:
     """Build the graph of one configuration with all neighbours within ``r_max`` Å.
 
     The cell of a configuration with no periodic direction is stored as zeros: a molecule in
     a 50 Å box with ``pbc="F F F"`` has no cell that matters.
+
+    Two atoms closer than ``min_distance`` Å (``None`` or 0: no check) raise a
+    :class:`~macelab.errors.DataError` naming them; ``option`` is how the message tells the
+    user to change the threshold.
     """
     n = config.num_atoms
-    edge_index, unit_shifts = neighbour_list(config.positions, r_max, config.cell, config.pbc)
+    edge_index, unit_shifts, lengths = neighbour_list(
+        config.positions, r_max, config.cell, config.pbc, distances=True
+    )
+    if min_distance and lengths.size and lengths.min() < min_distance:
+        raise too_close_error(
+            closest_pair(edge_index, lengths),
+            float(min_distance),
+            option=option,
+            atomic_numbers=config.atomic_numbers,
+            file=config.source,
+            record=config.index,
+        )
     cell = np.asarray(config.cell) if any(config.pbc) else np.zeros((3, 3))
     f64 = torch.float64
     return AtomicGraph(
@@ -121,12 +147,15 @@ def atoms_to_graph(
     *,
     read_labels: bool = False,
     keys: LabelKeys = DEFAULT_KEYS,
+    min_distance: float | None = DEFAULT_MIN_DISTANCE,
+    option: str = "min_distance",
 ) -> AtomicGraph:
     """The graph of an ``ase.Atoms``, e.g. for an ASE calculator.
 
     Positions, cell and pbc are taken as they are. Labels are read (by ``keys``) only with
     ``read_labels=True``: inside a calculator ``atoms.calc.results`` holds the model's own
-    previous prediction, which must not come back as a reference label.
+    previous prediction, which must not come back as a reference label. Atoms closer than
+    ``min_distance`` Å raise (see :func:`configuration_to_graph`).
     """
     if read_labels:
         config = atoms_to_configuration(atoms, keys, source="<ase.Atoms>", index=0)
@@ -138,4 +167,4 @@ def atoms_to_graph(
             pbc=tuple(bool(flag) for flag in atoms.pbc),
             source="<ase.Atoms>",
         ).validate()
-    return configuration_to_graph(config, r_max)
+    return configuration_to_graph(config, r_max, min_distance=min_distance, option=option)

@@ -269,8 +269,9 @@ def mace_protocol_split(
         )
     if num_train + num_valid > available:
         raise ConfigError(
-            f"data.num_train + data.num_valid = {num_train + num_valid} exceeds the "
-            f"{available} frames of the published training split; lower them."
+            f"data.num_train={num_train} and data.num_valid={num_valid} ask for "
+            f"{num_train + num_valid} configurations, which exceeds the {available} frames of "
+            f"the published training split; lower them to at most {available} together."
         )
     order = np.random.default_rng(seed).permutation(available)
     chosen = np.asarray(train_indices)[order]

@@ -9,6 +9,10 @@ torch-geometric's ``InMemoryDataset`` uses. That makes three things cheap:
 * caching: ``torch.save`` of a dozen tensors, not of a hundred thousand objects;
 * splitting: :meth:`GraphStore.select` gathers a subset with index arithmetic.
 
+Building also keeps each graph's shortest edge (``closest_distance``, from the lengths the
+neighbour search computes anyway), so that atoms that are too close to each other are found
+without another pass (:func:`macelab.data.checks.check_min_distance`).
+
 Items are :class:`~macelab.data.graph.AtomicGraph` objects with the fields and dtypes listed
 in ``graph.py``; ``torch_geometric.loader.DataLoader`` batches them.
 """
@@ -39,6 +43,7 @@ GRAPH_KEYS = (
     "has_stress",
     "weight",
     "index",
+    "closest_distance",  # [G] float64, Å: the shortest edge of each graph (inf if none)
 )
 
 
@@ -99,34 +104,61 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.repeat(starts - begin, counts) + np.arange(total, dtype=np.int64)
 
 
-def _edges(frames: FrameArrays, r_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All edges of all frames: frame id [E], edge_index [2, E] (local), unit_shifts [E, 3]."""
+def _edges(
+    frames: FrameArrays, r_max: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All edges of all frames: frame id [E], edge_index [2, E] (local), unit_shifts [E, 3]
+    and lengths [E] (Å)."""
     counts = np.diff(frames.node_ptr)
     periodic = frames.pbc.any(axis=1)
-    frame_ids, senders, receivers, shifts = [], [], [], []
+    frame_ids, senders, receivers, shifts, lengths = [], [], [], [], []
     for n_atoms in np.unique(counts[~periodic]):
         group = np.flatnonzero(~periodic & (counts == n_atoms))
         atoms = frames.node_ptr[group][:, None] + np.arange(n_atoms)  # [g, n]
-        frame, sender, receiver = batched_molecule_neighbour_lists(frames.positions[atoms], r_max)
+        frame, sender, receiver, length = batched_molecule_neighbour_lists(
+            frames.positions[atoms], r_max, distances=True
+        )
         frame_ids.append(group[frame])
         senders.append(sender)
         receivers.append(receiver)
         shifts.append(np.zeros((frame.shape[0], 3), dtype=np.int32))
+        lengths.append(length)
     for g in np.flatnonzero(periodic):
         begin, end = frames.node_ptr[g], frames.node_ptr[g + 1]
-        edge_index, unit_shifts = neighbour_list(
-            frames.positions[begin:end], r_max, frames.cell[g], tuple(frames.pbc[g])
+        edge_index, unit_shifts, length = neighbour_list(
+            frames.positions[begin:end],
+            r_max,
+            frames.cell[g],
+            tuple(frames.pbc[g]),
+            distances=True,
         )
         frame_ids.append(np.full(edge_index.shape[1], g, dtype=np.int64))
         senders.append(edge_index[0])
         receivers.append(edge_index[1])
         shifts.append(unit_shifts.astype(np.int32))
+        lengths.append(length)
     if not frame_ids:
-        return np.zeros(0, np.int64), np.zeros((2, 0), np.int64), np.zeros((0, 3), np.int32)
+        empty = np.zeros(0, np.int64)
+        return empty, np.zeros((2, 0), np.int64), np.zeros((0, 3), np.int32), np.zeros(0)
     frame_id = np.concatenate(frame_ids)
     order = np.argsort(frame_id, kind="stable")  # keeps receiver-then-sender order per frame
     edge_index = np.stack([np.concatenate(senders), np.concatenate(receivers)])[:, order]
-    return frame_id[order], edge_index, np.concatenate(shifts)[order]
+    return (
+        frame_id[order],
+        edge_index,
+        np.concatenate(shifts)[order],
+        np.concatenate(lengths)[order],
+    )
+
+
+def _shortest_per_graph(edge_ptr: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``[G]`` the shortest edge of each graph (edges grouped by graph), inf where none."""
+    counts = np.diff(edge_ptr)
+    shortest = np.full(counts.shape[0], np.inf)
+    has_edges = counts > 0
+    if has_edges.any():
+        shortest[has_edges] = np.minimum.reduceat(lengths, edge_ptr[:-1][has_edges])
+    return shortest
 
 
 class GraphStore(Dataset):
@@ -172,7 +204,7 @@ class GraphStore(Dataset):
     ) -> GraphStore:
         """Build the neighbour lists of ``frames`` within ``r_max`` and store everything."""
         n_graphs = frames.node_ptr.shape[0] - 1
-        frame_id, edge_index, unit_shifts = _edges(frames, r_max)
+        frame_id, edge_index, unit_shifts, lengths = _edges(frames, r_max)
         edge_ptr = np.concatenate([[0], np.cumsum(np.bincount(frame_id, minlength=n_graphs))])
         max_atoms = int(np.diff(frames.node_ptr).max(initial=0))
         index_dtype = torch.int16 if max_atoms < 2**15 else torch.int32
@@ -193,6 +225,7 @@ class GraphStore(Dataset):
             "has_stress": torch.as_tensor(frames.has_stress, dtype=torch.bool),
             "weight": torch.as_tensor(frames.weight, dtype=f64),
             "index": torch.as_tensor(frames.index, dtype=torch.int64),
+            "closest_distance": torch.as_tensor(_shortest_per_graph(edge_ptr, lengths), dtype=f64),
         }
         if frames.pbc.any():
             tensors["unit_shifts"] = torch.as_tensor(unit_shifts, dtype=torch.int32)
@@ -261,6 +294,35 @@ class GraphStore(Dataset):
     def elements(self) -> list[int]:
         """Sorted atomic numbers present."""
         return sorted(int(z) for z in torch.unique(self.tensors["atomic_numbers"]))
+
+    def edge_lengths(self, graphs: Sequence[int] | None = None) -> np.ndarray:
+        """Lengths of the edges of ``graphs`` (default: all), concatenated in order, Å."""
+        t = self.tensors
+        node_ptr = t["node_ptr"].numpy()
+        edge_ptr = t["edge_ptr"].numpy()
+        chosen = np.arange(len(self)) if graphs is None else np.asarray(graphs, dtype=np.int64)
+        counts = edge_ptr[chosen + 1] - edge_ptr[chosen]
+        edges = _ranges(edge_ptr[chosen], counts)
+        graph = np.repeat(chosen, counts)
+        local = t["edge_index"][:, edges].numpy().astype(np.int64)
+        positions = t["positions"].numpy()
+        sender, receiver = local + node_ptr[graph]
+        vectors = positions[receiver] - positions[sender]
+        if "unit_shifts" in t:
+            shifts = t["unit_shifts"][edges].numpy().astype(np.float64)
+            vectors += np.einsum("ei,eij->ej", shifts, t["cell"].numpy()[graph])
+        return np.linalg.norm(vectors, axis=-1)
+
+    def closest_distances(self) -> np.ndarray:
+        """``[n_graphs]`` the shortest edge of each graph, Å (inf for a graph without edges).
+
+        Kept from the neighbour search when the store was built; computed from the edges for
+        a store saved without it.
+        """
+        stored = self.tensors.get("closest_distance")
+        if stored is not None:
+            return stored.numpy()
+        return _shortest_per_graph(self.tensors["edge_ptr"].numpy(), self.edge_lengths())
 
     def __getitem__(self, i: int) -> AtomicGraph:
         if i < 0:

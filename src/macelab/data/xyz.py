@@ -83,7 +83,9 @@ def scan_frames(lines: list[str], name: str) -> list[tuple[int, int]]:
     """Find each frame's first line (0-based) and atom count, checking the file's structure.
 
     ASE stops at the first blank line and reports a truncated last frame without saying
-    where; this scan names the frame and the line instead.
+    where; this scan names the frame and the line instead. A frame with fewer atom lines
+    than it declares swallows the next frame's first lines, so the mismatch only shows at the
+    next frame; the error still names the frame that is short, and the line where it ends.
     """
     frames: list[tuple[int, int]] = []
     i, total = 0, len(lines)
@@ -103,6 +105,10 @@ def scan_frames(lines: list[str], name: str) -> list[tuple[int, int]]:
         try:
             n_atoms = int(header)
         except ValueError:
+            if frames:
+                previous = _miscounted(lines, *frames[-1], name, len(frames) - 1)
+                if previous is not None:
+                    raise previous from None
             raise DataError(
                 f"line {i + 1} should hold the number of atoms of this frame but reads "
                 f"{header[:60]!r}; the previous frame has more atom lines than it declares, "
@@ -119,6 +125,9 @@ def scan_frames(lines: list[str], name: str) -> list[tuple[int, int]]:
                 field="number of atoms",
             )
         if i + 2 + n_atoms > total:
+            short = _miscounted(lines, i, n_atoms, name, len(frames))
+            if short is not None:
+                raise short
             raise DataError(
                 f"the frame starting at line {i + 1} declares {n_atoms} atoms but the file "
                 f"ends after {max(total - i - 2, 0)} atom line(s) (line {total}): the file is "
@@ -130,6 +139,40 @@ def scan_frames(lines: list[str], name: str) -> list[tuple[int, int]]:
         frames.append((i, n_atoms))
         i += n_atoms + 2
     return frames
+
+
+def _miscounted(
+    lines: list[str], start: int, n_atoms: int, name: str, frame: int
+) -> DataError | None:
+    """The error for a frame whose atom lines disagree with its declared count, if they do.
+
+    Called when the line after the frame (as counted) is not a frame header. If one of the
+    frame's atom lines is a bare integer, that is the next frame's atom count and the frame
+    has fewer atom lines than it declares; if the line after it is an atom line, more.
+    """
+    atom_lines = range(start + 2, min(start + 2 + n_atoms, len(lines)))
+    for k in atom_lines:
+        if lines[k].strip().isdigit():
+            return DataError(
+                f"the frame starting at line {start + 1} declares {n_atoms} atoms but has only "
+                f"{k - start - 2} atom line(s): line {k + 1} reads {lines[k].strip()!r}, the "
+                "start of the next frame. Fix the atom count or add the missing atom lines.",
+                file=name,
+                record=frame,
+                field="number of atoms",
+            )
+    after = start + 2 + n_atoms
+    tokens = lines[after].split() if after < len(lines) else []
+    if len(tokens) >= 4 and tokens[0] in SYMBOL_TO_Z:
+        return DataError(
+            f"the frame starting at line {start + 1} declares {n_atoms} atoms but line "
+            f"{after + 1} after them is another atom line ({lines[after].strip()[:40]!r}). Fix "
+            "the atom count or remove the extra lines.",
+            file=name,
+            record=frame,
+            field="number of atoms",
+        )
+    return None
 
 
 def _parse_properties(spec: str) -> list[tuple[str, str, int]]:

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from macelab.config import check_types
 from macelab.data.statistics import DatasetStatistics
 from macelab.errors import ConfigError
 from macelab.model.mace import MACE
@@ -121,6 +122,7 @@ def build_model(
         )
     for key in missing:
         cfg[key] = _from_statistics(key, statistics)
+    check_types(cfg, MACE.__init__, "model")
     try:
         model = MACE(**cfg)
         model.set_edge_chunk(edge_chunk)

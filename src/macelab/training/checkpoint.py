@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from macelab.data.statistics import DatasetStatistics
-from macelab.errors import ConfigError, MacelabError, UntrustedFileError
+from macelab.errors import ConfigError, DataError, MacelabError, UntrustedFileError
 from macelab.loading import load_weights
 from macelab.training.artifact import is_artifact, load_artifact
 
@@ -136,12 +136,9 @@ def load_model(
 
 
 def check_compatible(
-    path: str | Path, model_cfg: dict[str, Any], *, trust_pickle: bool = False
-) -> None:
-    """Refuse to resume from a checkpoint whose model config differs from ``model_cfg``."""
-    from macelab.model.build import RUNTIME_KEYS
-
-    hparams = read_checkpoint(path, trust_pickle=trust_pickle)["hyper_parameters"]
+from macelab.errors import ConfigError, DataError, MacelabError, UntrustedFileError
+from macelab.loading import load_weights
+from macelab.training.artifact import is_artifact, load_artifact
     saved = hparams["model"]
     differing = sorted(
         key
@@ -156,3 +153,9 @@ def check_compatible(
             f"checkpoint {path} was trained with a different model config ({details}); resume "
             "with the run's own config (its .hydra/config.yaml) or start a new run."
         )
+
+
+def _symbols(atomic_numbers: list[int]) -> str:
+    from ase.data import chemical_symbols
+
+    return ", ".join(chemical_symbols[int(z)] for z in sorted(atomic_numbers))

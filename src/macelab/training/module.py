@@ -14,6 +14,7 @@ epoch permutation after the batches already consumed.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from dataclasses import asdict
@@ -25,8 +26,10 @@ import torch
 from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 
+from macelab.data.checks import find_bad_graph
+from macelab.data.neighbors import DEFAULT_MIN_DISTANCE
 from macelab.data.statistics import DatasetStatistics
-from macelab.errors import ConfigError, MacelabError
+from macelab.errors import ConfigError, DataError, MacelabError
 from macelab.training.ema import ExponentialMovingAverage
 from macelab.training.loss import EnergyForcesLoss, LossWeights
 from macelab.training.metrics import EnergyForceMetrics
@@ -38,9 +41,19 @@ from macelab.training.optim import (
     build_scheduler,
 )
 
+log = logging.getLogger(__name__)
+
 
 class NonFiniteLossError(MacelabError):
     """The loss became NaN or inf."""
+
+
+class NonFiniteDataError(NonFiniteLossError, DataError):
+    """The loss became NaN or inf because of a training record (named), not the optimiser."""
+
+
+class NonFinitePredictionError(MacelabError):
+    """The model predicted NaN or inf for a test structure (named)."""
 
 
 def _metric_key(name: str) -> str:
@@ -86,6 +99,18 @@ def _prediction_record(output: dict[str, Tensor | None], batch) -> dict[str, Ten
         record["forces"] = output["forces"][mask].to(f64).cpu()
         record["forces_ref"] = batch.forces[mask].to(f64).cpu()
     return record
+
+
+def _non_finite_records(output: dict[str, Tensor | None], batch) -> Tensor:
+    """``[n_graphs]`` the record index of each graph whose predicted energy or forces are
+    not finite, -1 for the others (on the batch's device: no host synchronisation)."""
+    bad = ~torch.isfinite(output["energy"].detach()).reshape(-1)
+    forces = output.get("forces")
+    if forces is not None:
+        atom_bad = (~torch.isfinite(forces.detach()).all(dim=-1)).to(torch.int32)
+        per_graph = torch.zeros_like(bad, dtype=torch.int32).index_add_(0, batch.batch, atom_bad)
+        bad = bad | (per_graph > 0)
+    return torch.where(bad, batch.index, torch.full_like(batch.index, -1))
 
 
 def _gather_predictions(
@@ -172,6 +197,8 @@ class MACELightningModule(L.LightningModule):
         self.test_results: dict[str, dict[str, float]] = {}
         self.collect_predictions = False
         self.predictions: dict[str, list[dict[str, Tensor]]] = {}
+        # test set -> per batch, the records predicted NaN/inf (-1: finite)
+        self._non_finite: dict[str, list[Tensor]] = {}
         self.skipped_steps = 0
         self.batches_done_in_epoch = 0
         self._resume: tuple[int, int] | None = None
@@ -313,10 +340,15 @@ class MACELightningModule(L.LightningModule):
             terms = self.loss_fn(output, batch)
             loss = terms["loss"]
         if not torch.isfinite(loss):
+            data_error = self._blame_data(batch, loss, batch_idx)
             if self.nonfinite == "skip":
+                if data_error is not None:
+                    log.warning("skipping a step: %s", data_error)
                 self.skipped_steps += 1
                 self.log("train/skipped_steps", float(self.skipped_steps), batch_size=1)
                 return None
+            if data_error is not None:
+                raise data_error
             raise NonFiniteLossError(
                 f"the training loss became {loss.item()} at global step {self.global_step} "
                 f"(epoch {self.current_epoch}, batch {batch_idx}, records "
@@ -330,6 +362,28 @@ class MACELightningModule(L.LightningModule):
         self.log("train/loss_energy", terms["energy"].detach(), batch_size=size)
         self.log("train/loss_forces", terms["forces"].detach(), batch_size=size)
         return loss
+
+    def _datamodule(self):
+        return getattr(self._trainer, "datamodule", None) if self._trainer else None
+
+    def _blame_data(self, batch, loss: Tensor, batch_idx: int) -> NonFiniteDataError | None:
+        """The error naming the record whose inputs or labels made the loss non-finite (NaN
+        or inf values, atoms closer than ``data.min_distance``), or None if none did."""
+        datamodule = self._datamodule()
+        min_distance = getattr(datamodule, "min_distance", DEFAULT_MIN_DISTANCE)
+        found = find_bad_graph(batch, min_distance)
+        if found is None:
+            return None
+        graph, field, what = found
+        train = getattr(datamodule, "train_dataset", None)
+        return NonFiniteDataError(
+            f"the training loss became {loss.item()} at global step {self.global_step} (epoch "
+            f"{self.current_epoch}, batch {batch_idx}) because of this record: {what}. The "
+            "learning rate is not the cause; fix or remove the record.",
+            file=getattr(train, "source", None),
+            record=int(batch.index[graph]),
+            field=field,
+        )
 
     def backward(self, loss: Tensor, *args, **kwargs) -> None:
         if not self._fast_step:  # graphed steps computed their gradients in the replay
@@ -418,11 +472,13 @@ class MACELightningModule(L.LightningModule):
         self._swap_in_ema()
         self.test_results = {}
         self.predictions = {name: [] for name in self.test_set_names}
+        self._non_finite = {name: [] for name in self.test_set_names}
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         name = self.test_set_names[dataloader_idx]
         output = self._evaluate(batch)
         self.test_metrics[_metric_key(name)].update(output, batch)
+        self._non_finite.setdefault(name, []).append(_non_finite_records(output, batch))
         if self.collect_predictions:
             self.predictions[name].append(_prediction_record(output, batch))
 
@@ -435,6 +491,33 @@ class MACELightningModule(L.LightningModule):
             self._log_metrics(f"test/{name}", self.test_results[name])
         if self.collect_predictions and self.trainer.world_size > 1:
             self.predictions = _gather_predictions(self.predictions)
+        self._refuse_non_finite_predictions()
+
+    def _refuse_non_finite_predictions(self) -> None:
+        """Raise, on every rank, if any test structure got a NaN or inf prediction: metrics
+        averaged over it are NaN, and a results table of NaN must not pass as a result."""
+        records = {
+            name: [int(r) for r in torch.cat(parts).cpu().tolist() if r >= 0] if parts else []
+            for name, parts in self._non_finite.items()
+        }
+        if self.trainer.world_size > 1:
+            records = _gather_predictions(records)
+        for name in self.test_set_names:
+            bad = sorted(records.get(name, []))
+            if not bad:
+                continue
+            datamodule = self._datamodule()
+            store = getattr(datamodule, "test_datasets", {}).get(name)
+            source = f" ({store.source})" if store is not None else ""
+            shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+            raise NonFinitePredictionError(
+                f"test set '{name}'{source}: the model predicts NaN or inf energies or forces "
+                f"for {len(bad)} structure(s), first record {bad[0]} (records {shown}); its "
+                "metrics would be NaN, so no results are written. Check those structures "
+                "(atoms too close, elements or geometries far from the training data); if they "
+                "are sound, the model's weights are not: evaluate an earlier checkpoint or "
+                "use a higher precision (precision=64)."
+            )
 
     def _log_metrics(self, prefix: str, values: dict[str, float]) -> None:
         for key, value in values.items():

@@ -13,15 +13,23 @@ The reference is one device: ``training.optimizer.lr`` is the learning rate of a
 batch ``data.batch_size`` on one device. The stage-two learning rate follows the same rule.
 The effective values go into the checkpoint's hyper-parameters, the loggers and
 ``run_info.json``.
+
+On CPUs (``trainer=ddp trainer.accelerator=cpu``) every rank is a process of this machine:
+more of them than it has cores only makes them wait for each other, so
+:func:`warn_if_oversubscribed` says so before the ranks start.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
+import os
 import warnings
 from typing import Any
 
 from macelab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 LR_SCALING_EXPONENTS = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}
 
@@ -84,3 +92,35 @@ def silence_synced_metric_warnings() -> None:
     warnings.filterwarnings(
         "ignore", message=r".*sync_dist=True.*when logging on epoch level in distributed"
     )
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def warn_if_oversubscribed(trainer: Any) -> str | None:
+    """Warn (and return the message) if DDP runs more CPU processes here than there are cores.
+
+    Only DDP on the CPU accelerator counts: GPU ranks mostly wait on their GPU.
+    """
+    from lightning.pytorch.accelerators import CPUAccelerator
+    from lightning.pytorch.strategies import DDPStrategy
+
+    if not isinstance(trainer.strategy, DDPStrategy):
+        return None
+    if not isinstance(trainer.accelerator, CPUAccelerator):
+        return None
+    processes, cores = int(trainer.num_devices), available_cores()
+    if processes <= cores:
+        return None
+    message = (
+        f"trainer=ddp starts {processes} CPU processes on this machine, but only {cores} "
+        f"core(s) are available to it: the processes take turns on the cores, so the run is "
+        f"slower than with fewer of them, not faster. Set trainer.devices={cores} or fewer "
+        "(each process then has a core of its own with OMP_NUM_THREADS=1)."
+    )
+    log.warning("%s", message)
+    return message
