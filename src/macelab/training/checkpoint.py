@@ -136,9 +136,51 @@ def load_model(
 
 
 def check_compatible(
-from macelab.errors import ConfigError, DataError, MacelabError, UntrustedFileError
-from macelab.loading import load_weights
-from macelab.training.artifact import is_artifact, load_artifact
+    path: str | Path,
+    model_cfg: dict[str, Any],
+    *,
+    atomic_numbers: list[int] | None = None,
+    data_elements: list[int] | None = None,
+    data_source: str | None = None,
+    trust_pickle: bool = False,
+) -> None:
+    """Refuse to resume from a checkpoint whose model differs from the one this run builds.
+
+    Args:
+        path: the checkpoint.
+        model_cfg: this run's model config; it must match the checkpoint's.
+        atomic_numbers: the element table of this run's model; it must match the
+            checkpoint's (its weights have one row per element).
+        data_elements: the elements of this run's training data; each must be in the
+            checkpoint's table.
+        data_source: the training file, for the message.
+        trust_pickle: as in :func:`read_checkpoint`.
+    """
+    from macelab.model.build import RUNTIME_KEYS
+
+    checkpoint = read_checkpoint(path, trust_pickle=trust_pickle)
+    hparams = checkpoint["hyper_parameters"]
+    table = checkpoint["state_dict"].get("model.elements.atomic_numbers")
+    if table is None:  # the model's own table; a fine-tuned one may have more elements
+        table = hparams["model"].get("atomic_numbers") or hparams["statistics"]["atomic_numbers"]
+    saved_table = [int(z) for z in torch.as_tensor(table).tolist()]
+    new = sorted(set(data_elements or []) - set(saved_table))
+    if new:
+        raise DataError(
+            f"the training data holds {_symbols(new)}, which the model of checkpoint {path} "
+            f"does not know (its elements: {_symbols(saved_table)}). Resuming continues that "
+            "model, and a model has no weights for an element it was built without: resume "
+            "on the run's own data, remove the structures with these elements, or start a "
+            "new run (without ckpt_path).",
+            file=data_source,
+            field="atomic_numbers",
+        )
+    if atomic_numbers is not None and sorted(atomic_numbers) != sorted(saved_table):
+        raise ConfigError(
+            f"checkpoint {path} has a model for the elements {_symbols(saved_table)}, but this "
+            f"run builds one for {_symbols(atomic_numbers)} (from its training data); resume "
+            "on the run's own data, or start a new run (without ckpt_path)."
+        )
     saved = hparams["model"]
     differing = sorted(
         key
