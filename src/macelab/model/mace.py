@@ -16,7 +16,7 @@ update h^(t+1)              Eq. 12                                 ``products[t]
 per-atom energies           Eq. 13                                 ``readouts[t]``
 E0, scale, shift            reference energies, ScaleShiftMACE     ``atomic_energies``,
                                                                    ``scale_shift``
-total energy                sum over atoms                         ``energy_sum``
+total energy                sum over atoms (E0 sums in float64)    ``energy_sum``
 forces, stress              -dE/dr, (1/V) dE/deps                  :mod:`.outputs`
 ==========================  =====================================  ========================
 
@@ -370,12 +370,14 @@ class MACE(torch.nn.Module):
             node_feats = product(a, node_feats, node_attrs)  # h^(t+1)
             layer_energies.append(readout(node_feats))  # [n]
         node_interaction = self.scale_shift(torch.stack(layer_energies, dim=0).sum(dim=0))
-        node_energy = self.atomic_energies(element_index)  # E0 in the model dtype, never lower
-        node_energy = node_energy + node_interaction
+        interaction_energy = self.energy_sum(node_interaction, batch, num_graphs)  # [n_graphs]
+        # E0 and the totals in float64 whatever the model's dtype (AtomicEnergies says why)
+        node_e0 = self.atomic_energies(element_index)  # [n], float64
+        reference = node_e0.new_zeros(num_graphs).index_add(0, batch, node_e0)  # [n_graphs]
         return {
-            "energy": self.energy_sum(node_energy, batch, num_graphs),
-            "node_energy": node_energy,
-            "interaction_energy": self.energy_sum(node_interaction, batch, num_graphs),
+            "energy": reference + interaction_energy.to(torch.float64),
+            "node_energy": node_e0 + node_interaction.to(torch.float64),
+            "interaction_energy": interaction_energy,
         }
 
     def extra_repr(self) -> str:
