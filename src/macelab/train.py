@@ -53,11 +53,16 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    precision_kwargs = trainer_precision_kwargs(trainer_precision)
+    plugins = list(precision_kwargs.pop("plugins", []))
+    if cfg.get("checkpoint_io") is not None:
+        plugins.append(instantiate(cfg.checkpoint_io))
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
-        **trainer_precision_kwargs(trainer_precision),
+        plugins=plugins or None,
+        **precision_kwargs,
     )
     # Under DDP the global batch is data.batch_size x world size; the learning rate follows
     # training.optimizer.lr_scaling (see macelab.training.scaling).
