@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR, to_dict
@@ -50,6 +50,14 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
+
+    # Resolved first: the loggers continue the resumed run's metrics (conf/logger/*.yaml read
+    # ckpt_path), and a checkpoint that cannot be resumed stops the run before it starts.
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path is not None:
+        check_compatible(ckpt_path, to_dict(cfg.model))
+        with open_dict(cfg):
+            cfg.ckpt_path = ckpt_path
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
@@ -102,9 +110,6 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             {**to_dict(cfg), "num_parameters": num_parameters, "scaling": scaling}
         )
 
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-    if ckpt_path is not None:
-        check_compatible(ckpt_path, to_dict(cfg.model))
     with hydra_ddp_job(output_dir):  # DDP ranks of a multirun job re-run this job only
         started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
