@@ -61,9 +61,9 @@ def quantize_checkpoint(
     checkpoint["macelab"]["quantized_from"] = str(ckpt_path)
     for key in ("optimizer_states", "lr_schedulers"):
         checkpoint.pop(key, None)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, out)
+    from macelab.training.checkpoint_io import write_atomically
+
+    write_atomically(out, lambda stream: torch.save(checkpoint, stream))
     return float_model, int8_model
 
 

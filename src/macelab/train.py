@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR, to_dict
@@ -57,13 +57,33 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     datamodule.prepare_data()
     datamodule.setup("fit")
 
+    # Resolved first: the loggers continue the resumed run's metrics (conf/logger/*.yaml read
+    # ckpt_path), and a checkpoint that cannot be resumed stops the run before it starts.
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    trust_pickle = bool(cfg.get("trust_pickle", False))
+    if ckpt_path is not None:
+        check_compatible(
+            ckpt_path,
+            to_dict(cfg.model),
+            data_elements=datamodule.train_dataset.elements(),
+            data_source=datamodule.train_dataset.source,
+            trust_pickle=trust_pickle,
+        )
+        with open_dict(cfg):
+            cfg.ckpt_path = ckpt_path
+
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    precision_kwargs = trainer_precision_kwargs(trainer_precision)
+    plugins = list(precision_kwargs.pop("plugins", []))
+    if cfg.get("checkpoint_io") is not None:
+        plugins.append(instantiate(cfg.checkpoint_io))
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
-        **trainer_precision_kwargs(trainer_precision),
+        plugins=plugins or None,
+        **precision_kwargs,
     )
     warn_if_oversubscribed(trainer)
     # Under DDP the global batch is data.batch_size x world size; the learning rate follows
@@ -104,15 +124,11 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             {**to_dict(cfg), "num_parameters": num_parameters, "scaling": scaling}
         )
 
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-    trust_pickle = bool(cfg.get("trust_pickle", False))
-    if ckpt_path is not None:
+    if ckpt_path is not None:  # the model this run built has the checkpoint's elements
         check_compatible(
             ckpt_path,
             to_dict(cfg.model),
             atomic_numbers=module.model.elements.atomic_numbers.tolist(),
-            data_elements=datamodule.train_dataset.elements(),
-            data_source=datamodule.train_dataset.source,
             trust_pickle=trust_pickle,
         )
     with hydra_ddp_job(output_dir):  # DDP ranks of a multirun job re-run this job only

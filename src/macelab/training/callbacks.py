@@ -3,30 +3,68 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from pathlib import Path
 
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint
 
 
-class LastCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` every ``every_n_train_steps`` steps and at every epoch end.
+class LastCheckpoint(Checkpoint):
+    """``last.ckpt``, the latest state of the run: what ``ckpt_path=last`` resumes from.
 
-    The step-based save is skipped on the last batch of an epoch: at that point the epoch's
-    validation and learning-rate step have not run yet, and a run resumed from such a file
-    would skip them. The epoch-end save that follows (after validation and the schedule)
-    covers that batch, so a run killed at any moment resumes exactly.
+    Written every ``every_n_train_steps`` optimiser steps, at every epoch end and when
+    training ends, whatever ended it (``max_epochs``, ``max_steps``, ``max_time``, a stop
+    requested by a callback): a finished run's ``last.ckpt`` is its final state, and a run
+    killed at any moment resumes from at most ``every_n_train_steps`` steps back.
+
+    The epoch-end save comes after the epoch's validation and learning-rate step (Lightning
+    calls checkpoint callbacks after the LightningModule's ``on_train_epoch_end``). The
+    step-based save is skipped on the last batch of an epoch: there the validation and the
+    learning-rate step have not run yet, and the epoch-end save follows anyway.
+
+    Lightning's ``ModelCheckpoint(save_last=True, save_top_k=0)``, which this replaces,
+    writes ``last.ckpt`` only at the step-based saves (its epoch-end save is skipped unless a
+    top-k save happened at the same step), so a finished run's ``last.ckpt`` lagged behind.
+    Files are written by the Trainer's checkpoint writer
+    (:class:`macelab.training.checkpoint_io.AtomicCheckpointIO` in macelab's runs).
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("save_top_k", 0)
-        kwargs.setdefault("save_last", True)
-        kwargs.setdefault("save_on_train_epoch_end", True)
-        super().__init__(**kwargs)
+    def __init__(
+        self, dirpath: str | Path, every_n_train_steps: int = 100, filename: str = "last"
+    ) -> None:
+        self.dirpath = Path(dirpath)
+        self.every_n_train_steps = int(every_n_train_steps)
+        self.filename = filename
+        self._saved_step: int | None = None  # the global step of the latest save
+        self._unsaved = False  # batches ran since the latest save
+
+    @property
+    def last_model_path(self) -> str:
+        return str(self.dirpath / f"{self.filename}.ckpt")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if batch_idx + 1 >= trainer.num_training_batches:
+        self._unsaved = True
+        every = self.every_n_train_steps
+        if (
+            every < 1
+            or trainer.global_step % every != 0
+            or trainer.global_step == self._saved_step  # a skipped (non-finite) step
+            or batch_idx + 1 >= trainer.num_training_batches
+        ):
             return
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._unsaved:
+            self._save(trainer)
+
+    def _save(self, trainer) -> None:
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        trainer.save_checkpoint(self.last_model_path)
+        self._saved_step, self._unsaved = trainer.global_step, False
 
 
 class TimingCallback(Callback):

@@ -9,7 +9,8 @@ model (:func:`macelab.training.checkpoint.load_model`).
 Exact resumption: the state that decides the rest of a run is the weights, the optimiser and
 scheduler, the EMA, the epoch, how many batches of the current epoch were consumed, and the
 RNG states; all of them are saved, and on resume the training sampler continues the same
-epoch permutation after the batches already consumed.
+epoch permutation after the batches already consumed. The running sums of the epoch's
+training metrics are saved too, so that the epoch's logged averages are the same.
 """
 
 from __future__ import annotations
@@ -252,7 +253,11 @@ class MACELightningModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         resume, self._resume = self._resume, None
-        if resume is None or resume[0] != self.current_epoch:
+        # Batches of this epoch already trained: those before a mid-epoch checkpoint, none
+        # after an end-of-epoch one (which resumes at the next epoch) or in a new epoch.
+        if resume is not None and resume[0] == self.current_epoch:
+            self.batches_done_in_epoch = resume[1]
+        else:
             self.batches_done_in_epoch = 0
         fraction = self.stage_two.start_fraction
         if (
@@ -547,6 +552,19 @@ class MACELightningModule(L.LightningModule):
             "stage_two_started": self._stage_two_started,
             "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
             "rng": _rng_state(),
+            "train_metric_sums": self._train_metric_sums(),
+        }
+
+    def _train_metric_sums(self) -> dict[str, Tensor] | None:
+        """The running sums of the epoch's training metrics, over all ranks, so that an epoch
+        resumed mid-way logs the averages of the whole epoch. Every rank calls this (each
+        dumps the checkpoint; rank 0 writes it)."""
+        if self._trainer is None:
+            return None
+        strategy = self.trainer.strategy
+        return {
+            name: strategy.reduce(value.detach().clone(), reduce_op="sum").cpu()
+            for name, value in self.train_metrics.metric_state.items()
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -567,6 +585,12 @@ class MACELightningModule(L.LightningModule):
         else:
             self._resume = (int(checkpoint["epoch"]), self.batches_done_in_epoch)
         _set_rng_state(state["rng"])
+        sums = state.get("train_metric_sums")
+        if sums is not None:  # all on rank 0: the ranks' sums add up to them at compute()
+            rank_zero = self._trainer is None or self.trainer.global_rank == 0
+            for name, value in sums.items():
+                target = getattr(self.train_metrics, name)
+                target.copy_(value if rank_zero else torch.zeros_like(value))
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         if datamodule is not None and hasattr(datamodule, "resume_training_at"):
             datamodule.resume_training_at(*self._resume)
