@@ -30,7 +30,7 @@ class AtomicEnergies(torch.nn.Module):
         values = [float(e) for e in atomic_energies]
         self.register_buffer("atomic_energies", torch.tensor(values, dtype=torch.float64))
 
-    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 (torch's signature)
+    def _apply(self, fn, recurse: bool = True):
         """``module.to(dtype)`` casts every floating buffer: keep this one float64."""
         super()._apply(fn, recurse)
         self.atomic_energies = self.atomic_energies.to(torch.float64)
