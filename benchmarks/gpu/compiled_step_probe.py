@@ -105,13 +105,24 @@ def run_variant(variant: str) -> dict:
         options = {"cuda_graphs": False, "backend": "aot_eager"}
     step = CompiledTrainStep(twin, loss_fn, **options)
     twin_parameters = [p for p in twin.parameters() if p.requires_grad]
-    record = {"variant": variant, "apart": [], "grad_error_at_twin_weights": [], "grad_scale": []}
+    record = {
+        "variant": variant,
+        "apart": [],
+        "grad_error_at_twin_weights": [],
+        "grad_scale": [],
+        "weights_written_by_step": [],
+    }
     for index, batch in enumerate(batches):
         key = None
         if variant == "graphs_two_keys" and index >= 6:  # both runs: new loss weights
             loss_fn.weights.energy, key = 10.0, "stage two"
         _sgd(model, _grads(model, loss_fn, batch))
+        before = [p.detach().clone() for p in twin_parameters]
         step(batch, key=key)
+        # a step must not write into the weights (an input mutation would move the twin)
+        record["weights_written_by_step"].append(
+            _largest(before, [p.detach() for p in twin_parameters])
+        )
         compiled = [p.grad.detach().clone() for p in twin_parameters]
         probe.load_state_dict(twin.state_dict())
         reference = _grads(probe, loss_fn, batch)
