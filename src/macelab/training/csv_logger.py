@@ -35,6 +35,7 @@ from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from macelab.loading import load_weights
 from macelab.training.checkpoint_io import write_atomically
 
 log = logging.getLogger(__name__)
@@ -131,10 +132,10 @@ def _render(rows: list[Row], columns: list[str], *, header: bool) -> str:
     return buffer.getvalue()
 
 
-def checkpoint_step(path: str | Path) -> int:
-    """The global step a checkpoint was saved at."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return int(checkpoint["global_step"])
+def checkpoint_step(path: str | Path, trust_pickle: bool = False) -> int:
+    """The global step a checkpoint was saved at (read weights-only unless ``trust_pickle``,
+    as every checkpoint load in macelab: docs/security.md)."""
+    return int(load_weights(path, trust_pickle=trust_pickle)["global_step"])
 
 
 class MetricsCSVLogger(Logger):
@@ -150,10 +151,16 @@ class MetricsCSVLogger(Logger):
     METRICS_FILE = "metrics.csv"
     HPARAMS_FILE = "hparams.yaml"
 
-    def __init__(self, save_dir: str | Path, resume_from: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        save_dir: str | Path,
+        resume_from: str | Path | None = None,
+        trust_pickle: bool = False,
+    ) -> None:
         super().__init__()
         self._save_dir = Path(save_dir)
         self.resume_from = None if resume_from in (None, "") else Path(resume_from)
+        self.trust_pickle = bool(trust_pickle)
         self._table: MetricsTable | None = None
         self._hparams: dict[str, Any] = {}
 
@@ -181,7 +188,9 @@ class MetricsCSVLogger(Logger):
             if self.resume_from is None:
                 self._table = MetricsTable.fresh(path)
             else:
-                self._table = MetricsTable.resumed(path, checkpoint_step(self.resume_from))
+                self._table = MetricsTable.resumed(
+                    path, checkpoint_step(self.resume_from, self.trust_pickle)
+                )
         return self._table
 
     @rank_zero_only
