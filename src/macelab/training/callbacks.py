@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor as LightningLearningRateMonitor
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -27,6 +28,24 @@ class LastCheckpoint(ModelCheckpoint):
         if batch_idx + 1 >= trainer.num_training_batches:
             return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+class LearningRateMonitor(LightningLearningRateMonitor):
+    """Lightning's ``LearningRateMonitor`` (``lr-Adam/decay``, ``lr-Adam/no_decay``: each
+    parameter group's learning rate), silent instead of failing when the run has no logger
+    (``logger=none``)."""
+
+    def on_train_start(self, trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_epoch_start(trainer, *args, **kwargs)
 
 
 class TimingCallback(Callback):
