@@ -1,7 +1,8 @@
 """The Hydra and Lightning conventions users look for: the metric the task function returns
 (hparams_search=optuna), early stopping, the learning-rate monitor, run folders and wandb
-runs named after the overrides, the TensorBoard and wandb loggers, and clear messages when
-an optional package behind one of them is missing."""
+runs named after the overrides (the wandb offline run itself: tests/sweeps/test_sweep_files.py),
+the TensorBoard logger, and clear messages when the optional package behind a logger or the
+Optuna sweeper is missing."""
 
 from __future__ import annotations
 
@@ -106,28 +107,6 @@ def test_tensorboard_early_stopping_and_the_optimised_metric(compose_config):
     assert optimized_metric(outcome.metrics, None) is None
     with pytest.raises(ConfigError, match="val/forces_rmse_meV_per_A"):
         optimized_metric(outcome.metrics, "val/force_rmse")
-
-
-@pytest.mark.slow
-def test_wandb_offline_run_is_named_after_the_overrides(tmp_path):
-    """logger=wandb with WANDB_MODE=offline: the offline run is written into the run folder
-    under the name built from the overrides."""
-    pytest.importorskip("wandb", reason="pip install 'macelab[wandb]'")
-    run = tmp_path / "run"
-    env = cli_env(MACELAB_CACHE=str(tmp_path / "cache"), WANDB_MODE="offline")
-    env.pop("WANDB_API_KEY", None)
-    args = ["logger=wandb", "model/size=tiny", "debug=fdr", "trainer.accelerator=cpu"]
-    result = subprocess.run(
-        [sys.executable, "-m", "macelab.train", *args, f"hydra.run.dir={run}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (offline,) = list((run / "wandb").glob("offline-run-*"))
-    name = b"quickstart_debug=fdr,logger=wandb,model.size=tiny,trainer.accelerator=cpu"
-    assert any(name in path.read_bytes() for path in offline.glob("*.wandb"))
 
 
 @pytest.mark.slow
