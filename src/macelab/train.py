@@ -68,6 +68,7 @@ def fit_and_test(cfg: DictConfig) -> TrainingOutcome:
     from macelab.training.results import paper_results, write_results
     from macelab.training.scaling import scale_training, silence_synced_metric_warnings
 
+    check_optimized_metric(cfg.get("optimized_metric"))
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
@@ -180,13 +181,28 @@ def _fit_metrics(trainer: Any) -> dict[str, float]:
     return metrics
 
 
+# Where the names of the metrics a run logs start (macelab.training.module, the callbacks).
+METRIC_PREFIXES = ("train/", "val/", "test/", "time/", "lr")
+
+
+def check_optimized_metric(name: str | None) -> None:
+    """Refuse, before any training, an ``optimized_metric`` no run can log (a typo would
+    otherwise fail every trial of a search after it trained)."""
+    if name in (None, "") or str(name).startswith(METRIC_PREFIXES):
+        return
+    from macelab.errors import ConfigError
+
+    raise ConfigError(
+        f"optimized_metric={name} is not a metric a run logs: name one that starts with "
+        f"{', '.join(METRIC_PREFIXES)}, e.g. val/forces_rmse_meV_per_A or "
+        "test/test_MD_300K/forces_rmse_meV_per_A (or null)."
+    )
+
+
 def optimized_metric(metrics: dict[str, float], name: str | None) -> float | None:
     """The value of the metric ``name`` (``optimized_metric`` in the config) for a sweeper
-    to minimise or maximise; None when no metric is named.
-
-    A metric that is not finite (a diverged run) is returned as it is: Optuna records such a
-    trial as failed and goes on.
-    """
+    to minimise or maximise; None when no metric is named. A value that is not finite (a
+    diverged run) is returned as it is, with a warning."""
     if name in (None, ""):
         return None
     if name not in metrics:

@@ -109,6 +109,12 @@ def test_tensorboard_early_stopping_and_the_optimised_metric(compose_config):
         optimized_metric(outcome.metrics, "val/force_rmse")
 
 
+def test_a_metric_no_run_logs_is_refused_before_training(compose_config):
+    cfg = compose_config("train", [*TINY, "optimized_metric=forces_rmse"])
+    with pytest.raises(ConfigError, match="optimized_metric=forces_rmse"):
+        fit_and_test(cfg)
+
+
 @pytest.mark.slow
 def test_optuna_search_runs_trials_and_minimises_the_returned_metric(tmp_path):
     """hparams_search=optuna: two trials of one batch each; Optuna keeps the lowest of the
