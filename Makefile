@@ -1,6 +1,8 @@
 # macelab: `make run` trains the quick-start model and prints its test table; `make test`
-# runs the test suite. Both create .venv on first use (Python >= 3.11) and install macelab
-# into it, with the CPU build of torch where no NVIDIA GPU is present.
+# runs the test suite; `make docs` builds the documentation site (warnings fail it);
+# `make check-wheel` builds the wheel, installs it into a fresh venv and runs its console
+# scripts. All create .venv on first use (Python >= 3.11) and install macelab into it, with
+# the CPU build of torch where no NVIDIA GPU is present.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,8 +15,11 @@ BIN := $(VENV)/bin
 MACELAB_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export MACELAB_DATA
 PYTEST_ARGS ?= -n 2 -q
+# The extras installed for development: everything the tests and the docs use.
+EXTRAS ?= dev,mace,slurm,cueq,tensorboard,wandb,hparams,docs
+SITE_DIR ?= site
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format docs check-wheel clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "macelab needs Python >= 3.11"'
@@ -30,7 +35,7 @@ $(VENV)/.installed: pyproject.toml
 		echo "and triton $(TRITON_CPU_VERSION), whose interpreter runs the kernel tests on CPU"; \
 		$(BIN)/pip install -q "triton==$(TRITON_CPU_VERSION)"; \
 	fi
-	$(BIN)/pip install -q -e ".[dev,mace,slurm,cueq]"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	@touch $@
 
 install: $(VENV)/.installed
@@ -45,9 +50,15 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(SITE_DIR)
+
+check-wheel: install
+	bash .ci/check_wheel $(BIN)/python
+
 format: install
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) outputs .pytest_cache site

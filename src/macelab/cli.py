@@ -102,6 +102,38 @@ def quote_numeric_group_options(
     return quoted
 
 
+# Config groups whose options need a Hydra plugin from an optional extra: (module, extra).
+PLUGIN_GROUPS = {"hparams_search": ("hydra_plugins.hydra_optuna_sweeper", "hparams")}
+
+
+def missing_plugin(argv: list[str]) -> str | None:
+    """A message naming the extra to install if ``argv`` picks a config group option whose
+    Hydra plugin is not installed (Hydra's own error only says that a config is missing)."""
+    import importlib.util
+
+    for argument in argv:
+        key, _, value = argument.partition("=")
+        group = key.lstrip("+~")
+        if group not in PLUGIN_GROUPS or value in ("", "null"):
+            continue
+        module, extra = PLUGIN_GROUPS[group]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return (
+                f"{group}={value} needs a Hydra plugin that is not installed ({module}): "
+                f"pip install 'macelab[{extra}]' (or -e '.[{extra}]' in a checkout)."
+            )
+    return None
+
+
 def prepare_argv() -> None:
-    """Rewrite ``sys.argv`` in place for Hydra (see :func:`quote_numeric_group_options`)."""
+    """Rewrite ``sys.argv`` in place for Hydra (see :func:`quote_numeric_group_options`);
+    exit with a one-paragraph message when it needs a plugin that is not installed."""
+    message = missing_plugin(sys.argv[1:])
+    if message is not None:
+        print(format_user_error(MacelabError(message)), file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
     sys.argv[1:] = quote_numeric_group_options(sys.argv[1:])

@@ -167,6 +167,11 @@ def main(cfg: DictConfig) -> None:
     run_evaluation(cfg)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``macelab-evaluate`` console script: ``python -m macelab.evaluate`` by another name."""
     prepare_argv()
     main()
+
+
+if __name__ == "__main__":
+    cli()

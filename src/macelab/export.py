@@ -281,6 +281,11 @@ def main(cfg: DictConfig) -> None:
     run_export(cfg)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``macelab-export`` console script: ``python -m macelab.export`` by another name."""
     prepare_argv()
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -163,6 +163,11 @@ def main(cfg: DictConfig) -> None:
     run_md(cfg)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``macelab-md`` console script: ``python -m macelab.md`` by another name."""
     prepare_argv()
     main()
+
+
+if __name__ == "__main__":
+    cli()

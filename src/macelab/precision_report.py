@@ -203,13 +203,20 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _program_name() -> str:
+    """How the user started this: the ``macelab-precision-report`` console script or
+    ``python -m macelab.precision_report``."""
+    script = Path(sys.argv[0]).name
+    return script if script.startswith("macelab-") else "python -m macelab.precision_report"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``macelab-precision-report`` console script and ``python -m
+    macelab.precision_report``: parse ``argv`` (default: the command line), measure, write."""
     from macelab.cli import user_errors_exit
     from macelab.precision import precision_names
 
-    parser = argparse.ArgumentParser(
-        prog="python -m macelab.precision_report", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog=_program_name(), description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/precision_report"))
     parser.add_argument("--ckpt", default=None, help="a macelab checkpoint (else random)")
     parser.add_argument(
@@ -251,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
             "structures": len(structures(args.structures)),
             "transforms": args.transforms,
-            "command": " ".join(["python -m macelab.precision_report", *(argv or sys.argv[1:])]),
+            "command": " ".join([_program_name(), *(argv or sys.argv[1:])]),
             "results": results,
         }
         args.out.mkdir(parents=True, exist_ok=True)

@@ -288,6 +288,11 @@ def main(cfg: DictConfig) -> None:
     run_quantize(cfg)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``macelab-quantize`` console script: ``python -m macelab.quantize`` by another name."""
     prepare_argv()
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -3,14 +3,18 @@
 A thin Hydra app (``conf/train.yaml``): compose the config, build the data module, the
 LightningModule, callbacks, loggers and trainer from it, fit, test, and write
 ``results.json`` / ``results.md`` into the run folder. The logic lives in
-:func:`run_training`, which tests call without Hydra's command line.
+:func:`fit_and_test` / :func:`run_training`, which tests call without Hydra's command line.
+The task function returns the metric named by ``optimized_metric`` (``hparams_search=...``
+sweepers such as Optuna minimise it).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +27,30 @@ from macelab.config import CONFIG_DIR, to_dict
 log = logging.getLogger("macelab.train")
 
 
+@dataclass
+class TrainingOutcome:
+    """What a training run measured.
+
+    Attributes:
+        results: the test metrics per test set (``results.json``).
+        metrics: every number a search can optimise, by name: the metrics logged during
+            fitting (``val/forces_rmse_meV_per_A``, ``train/loss``, ...; the checkpoint
+            monitor's value is its best over the run, the score of the ``best.ckpt`` that was
+            tested, the others their last value) and the test metrics as
+            ``test/<test set>/<metric>``.
+    """
+
+    results: dict[str, dict[str, Any]]
+    metrics: dict[str, float]
+
+
 def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """Fit and test as ``cfg`` says; return the test metrics per test set."""
+    return fit_and_test(cfg).results
+
+
+def fit_and_test(cfg: DictConfig) -> TrainingOutcome:
+    """Fit and test as ``cfg`` says; return the test results and the fitting metrics."""
     import lightning as L
     import torch
     from hydra.utils import instantiate
@@ -46,6 +72,7 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         warn_if_oversubscribed,
     )
 
+    check_optimized_metric(cfg.get("optimized_metric"))
     output_dir = Path(cfg.paths.output_dir)
     check_config_types(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -136,6 +163,7 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         with lightning_loading(trainer.fit, trust_pickle) as weights_only:  # docs/security.md
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, **weights_only)
         train_seconds = time.perf_counter() - started
+        fit_metrics = _fit_metrics(trainer)
 
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
         with lightning_loading(trainer.test, trust_pickle) as weights_only:
@@ -158,7 +186,66 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         }
         (output_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
         print(table)
-    return results
+    test_metrics = {
+        f"test/{name}/{key}": float(value)
+        for name, entry in results.items()
+        for key, value in entry.items()
+        if isinstance(value, int | float)
+    }
+    return TrainingOutcome(results=results, metrics={**fit_metrics, **test_metrics})
+
+
+def _fit_metrics(trainer: Any) -> dict[str, float]:
+    """The scalar metrics logged while fitting; the checkpoint monitor's at its best."""
+    metrics = {}
+    for name, value in trainer.callback_metrics.items():
+        try:
+            metrics[name] = float(value)
+        except (TypeError, ValueError, RuntimeError):  # not a scalar
+            continue
+    checkpoint = trainer.checkpoint_callback
+    score = getattr(checkpoint, "best_model_score", None)
+    if score is not None and getattr(checkpoint, "monitor", None):
+        metrics[checkpoint.monitor] = float(score)
+    return metrics
+
+
+# Where the names of the metrics a run logs start (macelab.training.module, the callbacks).
+METRIC_PREFIXES = ("train/", "val/", "test/", "time/", "lr")
+
+
+def check_optimized_metric(name: str | None) -> None:
+    """Refuse, before any training, an ``optimized_metric`` no run can log (a typo would
+    otherwise fail every trial of a search after it trained)."""
+    if name in (None, "") or str(name).startswith(METRIC_PREFIXES):
+        return
+    from macelab.errors import ConfigError
+
+    raise ConfigError(
+        f"optimized_metric={name} is not a metric a run logs: name one that starts with "
+        f"{', '.join(METRIC_PREFIXES)}, e.g. val/forces_rmse_meV_per_A or "
+        "test/test_MD_300K/forces_rmse_meV_per_A (or null)."
+    )
+
+
+def optimized_metric(metrics: dict[str, float], name: str | None) -> float | None:
+    """The value of the metric ``name`` (``optimized_metric`` in the config) for a sweeper
+    to minimise or maximise; None when no metric is named. A value that is not finite (a
+    diverged run) is returned as it is, with a warning."""
+    if name in (None, ""):
+        return None
+    if name not in metrics:
+        from macelab.errors import ConfigError
+
+        known = ", ".join(sorted(metrics)) or "none"
+        raise ConfigError(
+            f"optimized_metric={name} was not logged by this run; set optimized_metric to one "
+            f"of: {known}."
+        )
+    value = metrics[name]
+    if not math.isfinite(value):
+        log.warning("optimized_metric %s is %s", name, value)
+    return value
 
 
 def check_config_types(cfg: DictConfig) -> None:
@@ -204,11 +291,18 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @user_errors_exit
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Train and test; return the value of ``optimized_metric`` (None if not set)."""
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
-    run_training(cfg)
+    outcome = fit_and_test(cfg)
+    return optimized_metric(outcome.metrics, cfg.get("optimized_metric"))
+
+
+def cli() -> None:
+    """The ``macelab-train`` console script: ``python -m macelab.train`` by another name."""
+    prepare_argv()
+    main()
 
 
 if __name__ == "__main__":
-    prepare_argv()
-    main()
+    cli()

@@ -1,6 +1,8 @@
 """The notebooks run top to bottom (papermill): the analysis notebooks on runs made here by
 the real entry point (a tiny training run and a tiny two-run multirun), the experiments
-notebook on benchmarks/results and on a folder with a tiny embedding ablation."""
+notebook on benchmarks/results and on a folder with a tiny embedding ablation. Every figure a
+notebook saves as PNG is also shown under its cell (an ``image/png`` output), as Jupyter
+shows it."""
 
 from __future__ import annotations
 
@@ -66,11 +68,19 @@ def _execute(notebook: str, runs_dir: Path, out: Path, **parameters) -> None:
     )
 
 
+def _png_outputs(notebook: Path) -> int:
+    """The number of ``image/png`` outputs (figures shown inline) of an executed notebook."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return sum("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", []))
+
+
 def test_sweep_analysis_notebook(runs, tmp_path):
     assert (runs["sweep"] / "summary.csv").is_file()
     _execute("sweep_analysis.ipynb", runs["sweep"], tmp_path)
-    for name in ("learning_curves", "accuracy_vs_throughput", "equivariance_by_precision"):
+    names = ("learning_curves", "accuracy_vs_throughput", "equivariance_by_precision")
+    for name in names:
         assert (tmp_path / f"{name}.png").stat().st_size > 5_000, name
+    assert _png_outputs(tmp_path / "sweep_analysis.ipynb") == len(names)
 
 
 def test_model_analysis_notebook(runs, tmp_path):
@@ -84,10 +94,15 @@ def test_model_analysis_notebook(runs, tmp_path):
         "md_energy_trace.png",
     }
     assert expected <= pngs, pngs
+    # one parity figure per test set of AcAc (4), the error distribution, the error against
+    # temperature, the dihedral scan and the MD trace
+    assert len(pngs) == 8, pngs
+    assert _png_outputs(tmp_path / "model_analysis.ipynb") == len(pngs)
 
 
 def test_experiments_notebook_on_the_stored_results(tmp_path):
-    """benchmarks/results as it is: the INT8 readout and the progressive log's tables."""
+    """benchmarks/results as it is: the INT8 readout, the progressive log's tables and the
+    H100 embedding ablation."""
     import papermill
 
     papermill.execute_notebook(
@@ -98,8 +113,9 @@ def test_experiments_notebook_on_the_stored_results(tmp_path):
         kernel_name="python3",
         progress_bar=False,
     )
-    for name in ("int8_readout", "progressive_phases"):
+    for name in ("int8_readout", "progressive_phases", "embedding_ablation"):
         assert (tmp_path / f"{name}.png").stat().st_size > 5_000, name
+    assert _png_outputs(tmp_path / "experiments.ipynb") == len(list(tmp_path.glob("*.png")))
 
 
 def test_experiments_notebook_with_an_embedding_ablation(tmp_path):
@@ -143,6 +159,8 @@ def test_experiments_notebook_with_an_embedding_ablation(tmp_path):
     )
     for name in ("int8_readout", "progressive_ablation", "embedding_ablation"):
         assert (out / f"{name}.png").stat().st_size > 5_000, name
+    assert _png_outputs(out / "experiments.ipynb") == 3
+    assert not list(tmp_path.glob("*.png")), "figures_dir names the folder, not the working one"
     notebook = json.loads((out / "experiments.ipynb").read_text())
     outputs = json.dumps([c.get("outputs", []) for c in notebook["cells"]])
     assert "low_rank:1" in outputs and "no embedding ablation" not in outputs

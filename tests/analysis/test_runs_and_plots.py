@@ -155,3 +155,51 @@ def _md_log(tmp_path: Path) -> Path:
         "Time[ps] Etot[eV] Epot[eV] Ekin[eV] T[K]\n0 -1 -1.5 0.5 300\n0.001 -1 -1.4 0.4 250\n"
     )
     return log
+
+
+def test_figures_go_to_the_named_folder_or_the_working_one_never_a_checkout_root(
+    tmp_path, monkeypatch
+):
+    assert plots.figures_folder(tmp_path / "named") == tmp_path / "named"
+    assert (tmp_path / "named").is_dir()
+    monkeypatch.chdir(tmp_path)
+    assert plots.figures_folder() == tmp_path
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "src" / "macelab").mkdir(parents=True)
+    assert plots.figures_folder() == tmp_path / "outputs" / "figures"
+
+
+BACKEND_PROBE = """
+import matplotlib
+{setup}
+matplotlib.use("module://matplotlib_inline.backend_inline")  # what ipykernel selects
+import macelab.analysis.plots
+print(matplotlib.get_backend())
+"""
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("", "agg"),  # a script or a training run: headless
+        ("from IPython.testing.globalipapp import start_ipython; start_ipython()", "inline"),
+    ],
+    ids=["script", "ipython"],
+)
+def test_plots_leave_the_backend_of_ipython_alone(setup, expected):
+    """Importing macelab.analysis.plots selects Agg in a script but keeps the backend of an
+    IPython shell (Jupyter's inline one shows figures under their cells)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    result = subprocess.run(
+        [sys.executable, "-c", BACKEND_PROBE.format(setup=setup)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert expected in result.stdout.strip().lower(), result.stdout

@@ -132,10 +132,11 @@ def test_multirun_submits_one_task_per_device_and_trains_under_srun(tmp_path):
 
     # each job: two ranks trained one DDP run with its own seed; rank 0 wrote the run folder
     results = []
-    for job in ("0", "1"):
-        info = json.loads((sweep / job / "run_info.json").read_text())
+    for job in ("0", "1"):  # job folders: <job number>_<its overrides>
+        (folder,) = sweep.glob(f"{job}_*")
+        info = json.loads((folder / "run_info.json").read_text())
         assert (info["world_size"], info["cluster_environment"]) == (2, "SLURMEnvironment")
-        results.append(json.loads((sweep / job / "results.json").read_text())["test_MD_300K"])
+        results.append(json.loads((folder / "results.json").read_text())["test_MD_300K"])
         assert results[-1]["num_structures"] > 0
     assert results[0]["forces_rmse_meV_per_A"] != results[1]["forces_rmse_meV_per_A"]
     summary = pd.read_csv(sweep / "summary.csv")

@@ -16,7 +16,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from macelab.config import CONFIG_DIR
+from macelab.config import CONFIG_DIR, run_name_from_overrides
 
 SWEEPS = sorted((Path(__file__).resolve().parents[2] / "sweeps").glob("*.yaml"))
 
@@ -90,8 +90,13 @@ def test_agent_style_command_runs_offline(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert list(run.rglob("offline-run-*")), "no offline wandb run folder"
+    (offline,) = list(run.rglob("offline-run-*"))
     assert (run / "results.json").exists()
+    # the wandb run is named after the task and the overrides (conf/logger/wandb.yaml)
+    hydra = yaml.safe_load((run / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    name = "quickstart_" + run_name_from_overrides(hydra["job"]["override_dirname"])
+    assert "model.correlation=2" in name
+    assert any(name.encode() in path.read_bytes() for path in offline.glob("*.wandb"))
 
 
 @pytest.mark.slow

@@ -20,9 +20,9 @@ def gather_predictions(records: list[dict[str, torch.Tensor]]) -> dict[str, np.n
 
 def parity_figure(arrays: dict[str, np.ndarray], title: str):
     """A figure with energy-per-atom parity (left) and force-component parity (right)."""
-    import matplotlib
+    from macelab.analysis.backend import use_headless_backend
 
-    matplotlib.use("Agg", force=False)
+    use_headless_backend()
     import matplotlib.pyplot as plt
 
     has_forces = "forces" in arrays and arrays["forces"].size > 0

@@ -1,7 +1,8 @@
 """The plots researchers expect of MACE runs, as functions that return matplotlib figures.
 
-Every figure has a title, labelled axes with units, and is saved by :func:`save` as PNG.
-Inputs are the DataFrames and dicts of :mod:`macelab.analysis.runs` and
+Every figure has a title, labelled axes with units, and is saved by :func:`save` as PNG; in
+Jupyter it is also shown under its cell (see :mod:`macelab.analysis.backend`). Inputs are
+the DataFrames and dicts of :mod:`macelab.analysis.runs` and
 :mod:`macelab.analysis.predictions`, so notebooks stay thin.
 """
 
@@ -11,18 +12,37 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from macelab.analysis.backend import use_headless_backend
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
+use_headless_backend()
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
-from macelab.analysis.runs import load_learning_curve, run_label
+from macelab.analysis.runs import load_learning_curve, run_label  # noqa: E402
+
+
+def figures_folder(figures_dir: str | Path | None = None) -> Path:
+    """Where a notebook saves its figures, created if needed.
+
+    ``figures_dir`` when given. Otherwise the working folder, which is the notebook's own
+    folder when Jupyter (or ``jupyter nbconvert --execute``) runs it, and papermill's
+    ``--cwd``; at the root of a macelab checkout (papermill started there) ``outputs/figures``
+    instead, so that figures never land among the repository's files.
+    """
+    if figures_dir is not None:
+        folder = Path(figures_dir)
+    else:
+        folder = Path.cwd()
+        if (folder / "pyproject.toml").is_file() and (folder / "src" / "macelab").is_dir():
+            folder = folder / "outputs" / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def save(fig, folder: str | Path, name: str) -> Path:
-    """Save ``fig`` as ``<folder>/<name>.png`` and return the path."""
+    """Save ``fig`` as ``<folder>/<name>.png`` and return the path (the figure stays open,
+    so that Jupyter shows it under the cell)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"

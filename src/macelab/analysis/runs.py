@@ -18,6 +18,7 @@ above them, and returns one row per run with
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,12 @@ def find_run_folders(path: str | Path) -> list[Path]:
 
 
 def _natural_key(path: Path) -> tuple:
+    """Sort key: parts that start with a number (multirun jobs ``<n>`` or ``<n>_<overrides>``)
+    by that number first."""
     parts = []
     for part in path.parts:
-        parts.append((0, int(part), "") if part.isdigit() else (1, 0, part))
+        number = re.match(r"\d+", part)
+        parts.append((0, int(number.group()), part) if number else (1, 0, part))
     return tuple(parts)
 
 

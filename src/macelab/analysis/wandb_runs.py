@@ -20,8 +20,15 @@ def load_wandb_sweep(sweep_path: str, api: Any = None) -> pd.DataFrame:
     """One row per run of the sweep ``ENTITY/PROJECT/SWEEP_ID``: state, config values
     (dotted keys) and summary metrics (``test/<set>/<metric>`` as logged by macelab)."""
     if api is None:
-        import wandb
+        try:
+            import wandb
+        except ImportError as error:
+            from macelab.errors import ConfigError
 
+            raise ConfigError(
+                "reading a wandb sweep needs the wandb package: pip install 'macelab[wandb]' "
+                "(offline sweeps are read from their run folders: macelab.analysis.runs.load_runs)"
+            ) from error
         api = wandb.Api()
     sweep = api.sweep(sweep_path)
     rows = []

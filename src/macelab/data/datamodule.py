@@ -76,17 +76,22 @@ class MACEDataModule(LightningDataModule):
         valid_batch_size: validation and test batch size (per rank).
         seed: seeds the train/validation split and the training shuffle.
         num_workers: DataLoader worker processes.
-        energy_key, forces_key, stress_key: label names in xyz files (mace-torch's options).
+        energy_key: the energy label's name in xyz files (mace-torch's option).
+        forces_key: the forces label's name in xyz files.
+        stress_key: the stress label's name in xyz files.
         e0s: ``file``, ``least_squares`` (alias ``average``) or a mapping ``{Z or symbol: eV}``;
             ``None`` picks the dataset's default (``file``; ``least_squares`` for rMD17).
         e0s_file: for ``xyz``: a file of isolated-atom configurations for ``e0s: file``.
         valid_fraction: fraction of the training file held out for validation (when there
             is no validation file and no ``num_valid``).
-        num_train, num_valid: explicit sizes (rMD17: 950 and 50 by default).
+        num_train: explicit training set size (rMD17: 950 by default).
+        num_valid: explicit validation set size (rMD17: 50 by default).
         train_set: ``300K`` / ``600K`` (acac) or ``300K`` / ``mixedT`` (3bpa).
-        train_file, valid_file, test_files: for ``xyz``: the user's files (``test_files``
-            maps a test-set name to a path).
-        molecule, split: for ``rmd17``: one of the ten molecules, published split 1-5.
+        train_file: for ``xyz``: the user's training file.
+        valid_file: for ``xyz``: the user's validation file (optional).
+        test_files: for ``xyz``: a mapping from test-set name to file.
+        molecule: for ``rmd17``: one of the ten molecules.
+        split: for ``rmd17``: the published split, 1-5.
         cache_dir: downloads and graph cache (default ``$MACELAB_CACHE`` or
             ``~/.cache/macelab``).
         use_cache: keep processed graphs on disk.

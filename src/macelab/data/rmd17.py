@@ -203,7 +203,7 @@ def read_rmd17_npz(path: str | Path, *, name: str | None = None) -> Rmd17Arrays:
     )
 
 
-def read_split_indices(path: str | Path, num_frames: int, *, name: str | None = None):
+def read_split_indices(path: str | Path, num_frames: int, *, name: str | None = None) -> np.ndarray:
     """Read a published split file (one frame index per line) and check every index.
 
     Returns:

@@ -49,7 +49,9 @@ class LabelKeys:
 DEFAULT_KEYS = LabelKeys()
 
 
-def read_xyz(path: str | Path, keys: LabelKeys = DEFAULT_KEYS, *, name: str | None = None):
+def read_xyz(
+    path: str | Path, keys: LabelKeys = DEFAULT_KEYS, *, name: str | None = None
+) -> list[Configuration]:
     """Read every frame of an extended XYZ file (plain or gzip) as validated configurations.
 
     Args:

@@ -80,7 +80,8 @@ class MACE(torch.nn.Module):
             default) or ``plain`` (element mixing of A instead, older mace-torch models).
         scale_shift: apply ``scale * E_inter + shift`` per atom (mace-torch's
             ``ScaleShiftMACE``); false is mace-torch's plain ``MACE``.
-        scale, shift: the per-atom scale and shift of the interaction energy, eV.
+        scale: the per-atom scale of the interaction energy, eV.
+        shift: the per-atom shift of the interaction energy, eV.
         scale_shift_trainable: make scale and shift learnable parameters.
         reduced_cg: product basis in the reduced symmetric basis (fewer weights, same
             function class) instead of one path per coupling tree (mace-torch's default).

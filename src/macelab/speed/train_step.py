@@ -63,7 +63,8 @@ class GraphedTrainStep:
         loss: ``loss(output, padded_batch) -> {"loss": ..., ...}``; must respect the label
             masks (``EnergyForcesLoss`` does).
         compute_stress: predict stress too (periodic data with stress labels).
-        growth, warmup: as :class:`macelab.speed.cuda_graphs.GraphedPotential`.
+        growth: as :class:`macelab.speed.cuda_graphs.GraphedPotential`.
+        warmup: as :class:`macelab.speed.cuda_graphs.GraphedPotential`.
 
     ``key`` (any hashable) separates captures that differ in something the loss reads as a
     Python constant, such as loss weights that change in stage two.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -24,12 +25,15 @@ STATUS_FILE = "job_status.json"
 
 
 def job_folders(sweep_dir: Path) -> list[Path]:
-    """Folders under ``sweep_dir`` that hold a Hydra job (they have ``.hydra/``)."""
+    """Folders under ``sweep_dir`` that hold a Hydra job (they have ``.hydra/``), in job
+    order: folders are named ``<job number>`` or ``<job number>_<overrides>``."""
     folders = [p.parent for p in sweep_dir.glob("*/.hydra")]
-    return sorted(
-        folders,
-        key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name),
-    )
+
+    def job_number(folder: Path) -> tuple[bool, int, str]:
+        number = re.match(r"\d+", folder.name)
+        return (number is None, int(number.group()) if number else 0, folder.name)
+
+    return sorted(folders, key=job_number)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

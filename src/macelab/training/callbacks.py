@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.callbacks import Callback, Checkpoint
+from lightning.pytorch.callbacks import LearningRateMonitor as LightningLearningRateMonitor
 
 
 class LastCheckpoint(Checkpoint):
@@ -65,6 +67,24 @@ class LastCheckpoint(Checkpoint):
             return
         trainer.save_checkpoint(self.last_model_path)
         self._saved_step, self._unsaved = trainer.global_step, False
+
+
+class LearningRateMonitor(LightningLearningRateMonitor):
+    """Lightning's ``LearningRateMonitor`` (``lr-Adam/decay``, ``lr-Adam/no_decay``: each
+    parameter group's learning rate), silent instead of failing when the run has no logger
+    (``logger=none``)."""
+
+    def on_train_start(self, trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer, *args: Any, **kwargs: Any) -> None:
+        if trainer.loggers:
+            super().on_train_epoch_start(trainer, *args, **kwargs)
 
 
 class TimingCallback(Callback):

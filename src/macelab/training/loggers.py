@@ -1,7 +1,9 @@
-"""Logger factories that need a decision at run time."""
+"""Logger factories that need a decision at run time, and a clear error where the optional
+package behind a logger is not installed (``pip install 'macelab[wandb]'`` / ``[tensorboard]``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import netrc
 import os
@@ -10,7 +12,36 @@ import string
 from pathlib import Path
 from typing import Any
 
+from macelab.errors import ConfigError
+
 log = logging.getLogger(__name__)
+
+
+def require_package(logger: str, *modules: str, extra: str) -> None:
+    """Raise a :class:`ConfigError` naming the extra to install unless one of ``modules`` is
+    importable (``logger`` is the config option, e.g. ``wandb`` for ``logger=wandb``)."""
+    if any(_importable(module) for module in modules):
+        return
+    raise ConfigError(
+        f"logger={logger} needs the {modules[0]} package, which is not installed: "
+        f"pip install 'macelab[{extra}]' (or -e '.[{extra}]' in a checkout), or choose "
+        "another logger (logger=csv writes metrics.csv into the run folder)."
+    )
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or half-removed install
+        return False
+
+
+def tensorboard_logger(**kwargs: Any):
+    """A Lightning ``TensorBoardLogger`` (event files under ``save_dir/name``)."""
+    require_package("tensorboard", "tensorboard", "tensorboardX", extra="tensorboard")
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    return TensorBoardLogger(**kwargs)
 
 
 def wandb_credentials_available() -> bool:
@@ -36,6 +67,7 @@ def wandb_logger(resume_from: str | Path | None = None, **kwargs: Any):
     run of its folder (same id, ``resume="allow"``); a new run gets a new id. A run id set
     by the environment (``WANDB_RUN_ID``, as a sweep agent sets it) is used as it is.
     """
+    require_package("wandb", "wandb", extra="wandb")
     from lightning.pytorch.loggers import WandbLogger
 
     mode = os.environ.get("WANDB_MODE", "")
