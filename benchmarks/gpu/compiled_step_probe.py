@@ -66,17 +66,7 @@ def _setup(seed: int):
     return module.model.to(DEVICE).train(), module.loss_fn, batches
 
 
-def _grads(model, loss_fn, batch):
-    import torch
-
-    output = model(batch, compute_forces=True, training=True)
-    loss = loss_fn(output, batch)["loss"]
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(loss, parameters, allow_unused=True)
-    return [
-        torch.zeros_like(p) if g is None else g.detach()
-        for g, p in zip(grads, parameters, strict=True)
-    ]
+from tests.training.test_compiled_step_gpu import _eager_grads  # noqa: E402
 
 
 def _largest(a, b) -> float:
@@ -116,7 +106,7 @@ def run_variant(variant: str) -> dict:
         key = None
         if variant == "graphs_two_keys" and index >= 6:  # both runs: new loss weights
             loss_fn.weights.energy, key = 10.0, "stage two"
-        _sgd(model, _grads(model, loss_fn, batch))
+        _sgd(model, _eager_grads(model, loss_fn, batch))
         before = [p.detach().clone() for p in twin_parameters]
         step(batch, key=key)
         # a step must not write into the weights (an input mutation would move the twin)
@@ -125,7 +115,7 @@ def run_variant(variant: str) -> dict:
         )
         compiled = [p.grad.detach().clone() for p in twin_parameters]
         probe.load_state_dict(twin.state_dict())
-        reference = _grads(probe, loss_fn, batch)
+        reference = _eager_grads(probe, loss_fn, batch)
         record["grad_error_at_twin_weights"].append(_largest(compiled, reference))
         record["grad_scale"].append(max(float(g.abs().max()) for g in reference))
         used = compiled if variant == "graphs_cloned" else [p.grad for p in twin_parameters]

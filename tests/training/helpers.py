@@ -41,3 +41,21 @@ def synthetic_output(batch: Batch, seed: int = 1) -> dict[str, torch.Tensor]:
         + 0.05 * torch.randn(batch.forces.shape, generator=generator, dtype=torch.float64),
         "stress": None,
     }
+
+
+def tiny_module(atomic_numbers: list[int], atomic_energies: list[float], nonfinite: str = "stop"):
+    """A one-interaction, 4-channel MACE LightningModule over the given elements (no data)."""
+    from macelab.training.module import MACELightningModule
+
+    statistics = {
+        "atomic_numbers": list(atomic_numbers),
+        "atomic_energies": list(atomic_energies),
+        "avg_num_neighbors": 3.0,
+        "mean_interaction_energy_per_atom": 0.0,
+        "std_interaction_energy_per_atom": 1.0,
+        "rms_forces": 1.0,
+        "num_configurations": 1,
+        "r_max": 5.0,
+    }
+    model = {"channels": 4, "max_L": 0, "correlation": 1, "num_interactions": 1}
+    return MACELightningModule(model=model, statistics=statistics, nonfinite=nonfinite)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from macelab.training.module import MACELightningModule, NonFiniteLossError
+from macelab.training.module import NonFiniteLossError
 from tests.cli import cli_env
-from tests.training.helpers import synthetic_batch
+from tests.training.helpers import synthetic_batch, tiny_module
 
 pytestmark = pytest.mark.slow
 
@@ -75,21 +75,6 @@ def test_unknown_config_group_option_fails_with_hydras_message(tmp_path):
     assert "gigantic" in result.stderr
 
 
-def _tiny_module(nonfinite: str) -> MACELightningModule:
-    statistics = {
-        "atomic_numbers": [1, 6],
-        "atomic_energies": [-1.0, -2.0],
-        "avg_num_neighbors": 3.0,
-        "mean_interaction_energy_per_atom": 0.0,
-        "std_interaction_energy_per_atom": 1.0,
-        "rms_forces": 1.0,
-        "num_configurations": 1,
-        "r_max": 5.0,
-    }
-    model = {"channels": 4, "max_L": 0, "correlation": 1, "num_interactions": 1}
-    return MACELightningModule(model=model, statistics=statistics, nonfinite=nonfinite)
-
-
 def _batch_with_nan_label():
     from macelab.data.graph import AtomicGraph
 
@@ -119,19 +104,19 @@ def _batch_with_nan_label():
 def test_non_finite_loss_stops_naming_the_step_and_records():
     """A NaN label is the data's fault: the error names the record, not the learning rate
     (a NaN from the optimiser: tests/training/test_non_finite.py)."""
-    module = _tiny_module("stop")
+    module = tiny_module([1, 6], [-1.0, -2.0], "stop")
     with pytest.raises(NonFiniteLossError, match=r"record 7, field 'energy'.*global step 0"):
         module.training_step(_batch_with_nan_label(), 0)
 
 
 def test_non_finite_loss_can_be_skipped_and_counted():
-    module = _tiny_module("skip")
+    module = tiny_module([1, 6], [-1.0, -2.0], "skip")
     assert module.training_step(_batch_with_nan_label(), 0) is None
     assert module.skipped_steps == 1
 
 
 def test_no_checkpoint_is_written_from_non_finite_weights():
-    module = _tiny_module("stop")
+    module = tiny_module([1, 6], [-1.0, -2.0], "stop")
     with torch.no_grad():
         next(module.model.parameters()).fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match="refusing to write a checkpoint"):

@@ -18,27 +18,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch_geometric.data import Batch
 
-from macelab.config import CONFIG_DIR
 from macelab.data.graph import AtomicGraph
 from macelab.errors import AtomsTooCloseError, ConfigError, DataError
 from macelab.evaluate import run_evaluation
 from macelab.md import run_md
 from macelab.train import run_training
 from macelab.training.module import (
-    MACELightningModule,
     NonFiniteDataError,
     NonFiniteLossError,
     NonFinitePredictionError,
 )
 from macelab.training.scaling import available_cores, warn_if_oversubscribed
 from tests.cli import cli_env
+from tests.training.conftest import compose_run_config
+from tests.training.helpers import tiny_module
 
 HEADER = 'Properties=species:S:1:pos:R:3:forces:R:3 energy={energy:.6f} pbc="F F F"'
 ISOLATED = (
@@ -69,19 +67,6 @@ def water_frames(count: int, seed: int, coincident: tuple[int, ...] = ()) -> str
 
 def isolated_atoms() -> str:
     return ISOLATED.format(e=-13.6, s="H") + ISOLATED.format(e=-2040.0, s="O")
-
-
-def _compose(name: str, overrides: list[str], run_dir: Path):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(name, overrides=overrides, return_hydra_config=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.job.num = 0
-        cfg.paths.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
 
 
 FAST = [
@@ -121,7 +106,7 @@ def checkpoint(water, tmp_path_factory) -> Path:
         *FAST,
     ]
     try:
-        run_training(_compose("train", overrides, run))
+        run_training(compose_run_config("train", overrides, run))
     finally:
         GlobalHydra.instance().clear()
     return run / "checkpoints" / "best.ckpt"
@@ -148,7 +133,7 @@ def test_evaluation_of_a_test_set_with_coincident_atoms_names_file_record_and_at
 ):
     bad = tmp_path / "test.xyz"
     bad.write_text(water_frames(3, seed=2, coincident=(1,)))
-    cfg = _compose("evaluate", _evaluate(checkpoint, bad, tmp_path), tmp_path / "eval")
+    cfg = compose_run_config("evaluate", _evaluate(checkpoint, bad, tmp_path), tmp_path / "eval")
     with pytest.raises(AtomsTooCloseError) as info:
         run_evaluation(cfg)
     message = str(info.value)
@@ -166,7 +151,7 @@ def test_evaluation_with_non_finite_predictions_exits_non_zero_naming_set_and_re
     bad = tmp_path / "test.xyz"
     bad.write_text(water_frames(3, seed=2, coincident=(1,)))
     overrides = _evaluate(checkpoint, bad, tmp_path, "data.min_distance=0")
-    cfg = _compose("evaluate", overrides, tmp_path / "eval")
+    cfg = compose_run_config("evaluate", overrides, tmp_path / "eval")
     with pytest.raises(NonFinitePredictionError, match=r"test set 'md' .*first record 1"):
         run_evaluation(cfg)
     assert not (tmp_path / "eval" / "results.json").exists()
@@ -183,21 +168,6 @@ def test_evaluation_with_non_finite_predictions_exits_non_zero_naming_set_and_re
     error = result.stderr[result.stderr.index("error:") :]
     assert "test set 'md'" in error and "first record 1" in error
     assert not (tmp_path / "c" / "results.json").exists()
-
-
-def _tiny_module(nonfinite: str = "stop") -> MACELightningModule:
-    statistics = {
-        "atomic_numbers": [1, 8],
-        "atomic_energies": [-13.6, -2040.0],
-        "avg_num_neighbors": 2.0,
-        "mean_interaction_energy_per_atom": 0.0,
-        "std_interaction_energy_per_atom": 1.0,
-        "rms_forces": 1.0,
-        "num_configurations": 1,
-        "r_max": 5.0,
-    }
-    model = {"channels": 4, "max_L": 0, "correlation": 1, "num_interactions": 1}
-    return MACELightningModule(model=model, statistics=statistics, nonfinite=nonfinite)
 
 
 def _water_batch(positions: np.ndarray, index: int = 7) -> Batch:
@@ -229,7 +199,7 @@ def _water_batch(positions: np.ndarray, index: int = 7) -> Batch:
 def test_nan_loss_from_coincident_atoms_names_the_frame_not_the_learning_rate():
     positions = WATER.copy()
     positions[2] = positions[1]
-    module = _tiny_module()
+    module = tiny_module([1, 8], [-13.6, -2040.0])
     with pytest.raises(NonFiniteDataError) as info:
         module.training_step(_water_batch(positions), 0)
     message = str(info.value)
@@ -240,7 +210,7 @@ def test_nan_loss_from_coincident_atoms_names_the_frame_not_the_learning_rate():
 
 
 def test_nan_loss_with_sound_data_still_points_at_the_optimiser():
-    module = _tiny_module()
+    module = tiny_module([1, 8], [-13.6, -2040.0])
     with torch.no_grad():
         next(module.model.parameters()).fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match="Lower the learning rate") as info:
@@ -253,7 +223,7 @@ def test_md_refuses_a_structure_with_coincident_atoms(checkpoint, tmp_path):
     structure = tmp_path / "start.xyz"
     structure.write_text(water_frames(2, seed=3, coincident=(1,)))
     overrides = [f"ckpt_path={checkpoint}", f"structure={structure}", "frame=1", "steps=5"]
-    cfg = _compose("md", overrides, tmp_path / "md")
+    cfg = compose_run_config("md", overrides, tmp_path / "md")
     with pytest.raises(AtomsTooCloseError) as info:
         run_md(cfg)
     assert info.value.file == str(structure) and info.value.record == 1
@@ -274,7 +244,7 @@ def test_md_stops_at_the_step_that_brings_atoms_too_close(checkpoint, tmp_path):
         "timestep_fs=1.0",
         "min_distance=0.85",
     ]
-    cfg = _compose("md", overrides, tmp_path / "md")
+    cfg = compose_run_config("md", overrides, tmp_path / "md")
     with pytest.raises(AtomsTooCloseError, match=r"start\.xyz, frame 0, MD step \d+") as info:
         run_md(cfg)
     assert "timestep_fs" in str(info.value)
@@ -295,17 +265,17 @@ def test_resume_on_data_with_an_element_the_checkpoint_lacks(checkpoint, water, 
         *FAST,
     ]
     with pytest.raises(DataError) as info:
-        run_training(_compose("train", overrides, tmp_path / "run"))
+        run_training(compose_run_config("train", overrides, tmp_path / "run"))
     message = str(info.value)
     assert "holds C, which the model of checkpoint" in message and "H, O" in message
     assert info.value.file.endswith("train.xyz") and "\n" not in message
 
 
 def test_wrongly_typed_value_names_the_key_and_the_value(tmp_path):
-    cfg = _compose("train", ["model.channels=abc"], tmp_path / "run")
+    cfg = compose_run_config("train", ["model.channels=abc"], tmp_path / "run")
     with pytest.raises(ConfigError, match=r"model\.channels='abc' .*takes an integer"):
         run_training(cfg)
-    cfg = _compose("train", ["data.batch_size=five"], tmp_path / "run")
+    cfg = compose_run_config("train", ["data.batch_size=five"], tmp_path / "run")
     with pytest.raises(ConfigError, match=r"data\.batch_size='five'"):
         run_training(cfg)
 
@@ -334,7 +304,7 @@ def test_readme_xyz_command_works_as_printed(water, tmp_path, monkeypatch):
         "data.energy_key=energy",
         "data.forces_key=forces",
     ]
-    cfg = _compose("train", overrides, tmp_path / "run")
+    cfg = compose_run_config("train", overrides, tmp_path / "run")
     assert dict(cfg.data.test_files) == {"md": "test.xyz"}
     assert cfg.data.num_train is None  # the quick start's 200 + 50 are AcAc's, not these
     with open_dict(cfg):
@@ -346,13 +316,13 @@ def test_readme_xyz_command_works_as_printed(water, tmp_path, monkeypatch):
 
 
 def test_default_run_keeps_the_quick_start_sizes(tmp_path):
-    cfg = _compose("train", [], tmp_path / "run")
+    cfg = compose_run_config("train", [], tmp_path / "run")
     assert (cfg.data.dataset, cfg.data.num_train, cfg.data.num_valid) == ("acac", 200, 50)
 
 
 def test_ddp_with_more_cpu_processes_than_cores_warns(tmp_path, caplog):
     cores = available_cores()
-    cfg = _compose(
+    cfg = compose_run_config(
         "train",
         ["trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={cores + 1}"],
         tmp_path / "run",
@@ -362,7 +332,7 @@ def test_ddp_with_more_cpu_processes_than_cores_warns(tmp_path, caplog):
     assert message is not None and f"starts {cores + 1} CPU processes" in message
     assert f"trainer.devices={cores}" in message and message in caplog.text
     one = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1"]
-    cfg = _compose("train", one, tmp_path / "one")
+    cfg = compose_run_config("train", one, tmp_path / "one")
     assert warn_if_oversubscribed(instantiate(cfg.trainer)) is None
 
 
@@ -375,7 +345,9 @@ def _clear_hydra():
 @pytest.mark.slow
 def test_results_of_a_sound_evaluation_are_written(checkpoint, water, tmp_path):
     """The checks do not get in the way of a sound test set."""
-    cfg = _compose("evaluate", _evaluate(checkpoint, water / "test.xyz", tmp_path), tmp_path)
+    cfg = compose_run_config(
+        "evaluate", _evaluate(checkpoint, water / "test.xyz", tmp_path), tmp_path
+    )
     results = run_evaluation(cfg)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["md"]["num_structures"] == 4 == results["md"]["num_structures"]

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from macelab.errors import MacelabError
 from macelab.training.artifact import artifact_from_checkpoint, is_artifact, load_artifact
 from macelab.training.checkpoint import load_model
-from tests.training.conftest import TINY, compose_config  # noqa: F401 (fixture)
+from tests.training.conftest import TINY, compose_config, compose_run_config  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = sorted(p.parent for p in (REPO / "models").glob("*/model.yaml"))
@@ -24,24 +24,12 @@ MODELS = sorted(p.parent for p in (REPO / "models").glob("*/model.yaml"))
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """The last checkpoint of a tiny real training run."""
-    from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
 
-    from macelab.config import CONFIG_DIR
     from macelab.train import run_training
 
     run = tmp_path_factory.mktemp("run")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY, "trainer.max_epochs=1"], return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run)
-        cfg.hydra.job.num = 0
-        cfg.paths.output_dir = str(run)
-    HydraConfig.instance().set_config(cfg)
-    run_training(cfg)
+    run_training(compose_run_config("train", [*TINY, "trainer.max_epochs=1"], run))
     GlobalHydra.instance().clear()
     return run / "checkpoints" / "last.ckpt"
 
