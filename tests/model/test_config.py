@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 from macelab.data.statistics import DatasetStatistics
 from macelab.errors import ConfigError
 from macelab.model import MACE, build_model, count_parameters
 
-from .helpers import compose_model_config, e3nn_without_script
+from .helpers import TINY_CONFIG, compose_model_config, e3nn_without_script
 
 SIZES = {
     "tiny": (16, 1),
@@ -100,3 +101,20 @@ def test_zero_force_rms_falls_back_to_unit_scale(tmp_path):
     statistics.rms_forces = 0.0
     with e3nn_without_script():
         assert build_model(cfg.model, statistics).hyperparameters["scale"] == 1.0
+
+
+def test_resume_check_treats_new_keys_as_their_defaults(tmp_path):
+    """A checkpoint written before a hyperparameter existed has that key's default: resuming
+    it with today's config (which spells the key out) is allowed, a real change is not."""
+    from macelab.training.checkpoint import check_compatible
+
+    model_cfg = {**TINY_CONFIG, "pair_repulsion": False, "distance_transform": "none"}
+    old = {k: v for k, v in model_cfg.items() if k not in ("pair_repulsion", "distance_transform")}
+    path = tmp_path / "old.ckpt"
+    torch.save(
+        {"hyper_parameters": {"model": old, "statistics": {}}, "macelab": {}, "state_dict": {}},
+        path,
+    )
+    check_compatible(path, model_cfg)
+    with pytest.raises(ConfigError, match="pair_repulsion: False -> True"):
+        check_compatible(path, {**model_cfg, "pair_repulsion": True})

@@ -181,7 +181,8 @@ def check_compatible(
             f"run builds one for {_symbols(atomic_numbers)} (from its training data); resume "
             "on the run's own data, or start a new run (without ckpt_path)."
         )
-    saved = hparams["model"]
+    # a key added to MACE after the checkpoint was written has its default there
+    saved = {**_hyperparameter_defaults(), **hparams["model"]}
     differing = sorted(
         key
         for key in set(saved) | set(model_cfg)
@@ -195,6 +196,15 @@ def check_compatible(
             f"checkpoint {path} was trained with a different model config ({details}); resume "
             "with the run's own config (its .hydra/config.yaml) or start a new run."
         )
+
+
+def _hyperparameter_defaults() -> dict[str, Any]:
+    import inspect
+
+    from macelab.model import MACE
+
+    parameters = inspect.signature(MACE.__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 def _symbols(atomic_numbers: list[int]) -> str:
