@@ -10,11 +10,16 @@ no Python model code runs. :class:`AOTIPotential` is that loaded package with it
 and :class:`macelab.calculator.MACECalculator` takes the package's path (it still builds
 the neighbour list). The inputs and outputs are those of the ``pt2`` program::
 
-    potential = AOTIPotential("model.pt2")
+    potential = AOTIPotential("model.pt2", trust_pickle=True)   # it runs compiled code
     energy, forces = potential(positions, atomic_numbers, edge_index, unit_shifts, cell, batch)
 
 A package runs only on the kind of device it was compiled for (a CUDA package on the GPU
 architecture it was compiled on), with the torch version that compiled it.
+
+Loading a package loads the shared library inside it, which runs its code: like every file
+that runs code as it loads (docs/security.md), a package loads only with
+``trust_pickle=True``, macelab's one opt-in for such files (for packages you built yourself
+or got from a source you trust).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 
 import torch
 
-from macelab.errors import ConfigError
+from macelab.errors import ConfigError, UntrustedFileError
 
 METADATA_KEY = "macelab.json"  # the key of macelab's metadata in the package
 FORMAT = "macelab-aoti"
@@ -49,6 +54,8 @@ class AOTIPotential:
         path: the ``.pt2`` package written by ``python -m macelab.export format=aoti``.
         device: where to run; must be the kind of device it was compiled for (default:
             that device).
+        trust_pickle: say that you trust the package: loading it runs the compiled code
+            inside (without it, :class:`~macelab.errors.UntrustedFileError`).
 
     Attributes:
         atomic_numbers: the element table; ``r_max`` (Å), ``dtype``, ``device``;
@@ -56,12 +63,27 @@ class AOTIPotential:
         hyperparameters: the model's hyperparameters, for reference.
     """
 
-    def __init__(self, path: str | Path, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        device: str | torch.device | None = None,
+        *,
+        trust_pickle: bool = False,
+    ) -> None:
         path = Path(path)
         if not is_aoti_package(path):
             raise ConfigError(
                 f"{path} is not an AOTInductor package; write one with python -m "
                 "macelab.export format=aoti."
+            )
+        if not trust_pickle:
+            raise UntrustedFileError(
+                f"{path} is an AOTInductor package: loading it loads the compiled shared "
+                "library inside, which runs its code, so macelab loads one only when you say "
+                "you trust it. For a package you built (python -m macelab.export format=aoti) "
+                "or got from a source you trust, pass trust_pickle=True (trust_pickle=true on "
+                "the command line), macelab's opt-in for files that run code (docs/security.md).",
+                file=path,
             )
         runner = torch._inductor.aoti_load_package(str(path))
         raw = runner.get_metadata().get(METADATA_KEY)

@@ -66,9 +66,9 @@ class MACECalculator(Calculator):
         edge_chunk: compute messages in chunks of this many edges with activation
             checkpointing (:meth:`macelab.model.MACE.set_edge_chunk`): less memory for very
             large systems, a little more time; with ``accelerate=None`` only.
-        trust_pickle: load checkpoints that hold more than tensors and plain values, and
-            mace-torch ``.model`` files (pickles), which runs code stored in them (trusted
-            files only; by default such a file raises
+        trust_pickle: load checkpoints that hold more than tensors and plain values,
+            mace-torch ``.model`` files (pickles) and AOTInductor packages (compiled code),
+            which runs code stored in them (trusted files only; by default such a file raises
             :class:`~macelab.errors.UntrustedFileError`, see docs/security.md). A
             foundation model name needs it on first use only: its converted model is
             cached as safetensors (:func:`macelab.foundations.load`).
@@ -128,7 +128,7 @@ class MACECalculator(Calculator):
         self.packages = []  # AOTInductor packages: compiled, no Python model
         for source in sources:
             if _is_package(source):
-                self.packages.append(_load_package(source, self.device, precision))
+                self.packages.append(_load_package(source, self.device, precision, trust_pickle))
                 continue
             model_object = _as_model(source, trust_pickle)
             member, context = for_inference(model_object, str(precision or "64"), self.device)
@@ -310,12 +310,14 @@ def _is_package(source: Any) -> bool:
     return is_aoti_package(source)
 
 
-def _load_package(source: str | Path, device: torch.device, precision: str | int | None) -> Any:
+def _load_package(
+    source: str | Path, device: torch.device, precision: str | int | None, trust_pickle: bool
+) -> Any:
     """The :class:`~macelab.aoti.AOTIPotential` of ``source``, checked against the requested
-    device and precision."""
+    device and precision (loading runs its compiled code: only with ``trust_pickle``)."""
     from macelab.aoti import AOTIPotential
 
-    package = AOTIPotential(source, device)
+    package = AOTIPotential(source, device, trust_pickle=trust_pickle)
     named = {"64": torch.float64, "32": torch.float32}.get(str(precision))
     if precision is not None and named != package.dtype:
         dtype = str(package.dtype).removeprefix("torch.")

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from macelab import export
 from macelab.aoti import AOTIPotential, is_aoti_package
 from macelab.calculator import MACECalculator
-from macelab.errors import ConfigError
+from macelab.errors import ConfigError, UntrustedFileError
 from macelab.model.embedding import UnknownElementError
 from tests.model.helpers import batch, read_molecule, silicon_cell, small_model
 
@@ -75,10 +75,10 @@ def _results(calc, atoms) -> dict[str, np.ndarray]:
 @pytest.mark.slow
 def test_package_in_calculator_and_plain_torch(model, package, shared_data_root, tmp_path):
     assert is_aoti_package(package)
-    potential = AOTIPotential(package)
+    potential = AOTIPotential(package, trust_pickle=True)
     assert potential.atomic_numbers == ELEMENTS and potential.dtype == torch.float64
     assert potential.compute_stress and potential.r_max == model.r_max
-    compiled, python = MACECalculator(package), MACECalculator(model)
+    compiled, python = MACECalculator(package, trust_pickle=True), MACECalculator(model)
     for atoms in (read_molecule(shared_data_root, "acac", 2), silicon_cell(seed=4)):
         got, expected = _results(compiled, atoms), _results(python, atoms)
         assert set(got) == set(expected) - {"node_energies"}
@@ -111,12 +111,14 @@ def test_package_in_calculator_and_plain_torch(model, package, shared_data_root,
 
 @pytest.mark.slow
 def test_package_refusals(package, shared_data_root):
+    with pytest.raises(UntrustedFileError, match="runs its code"):
+        MACECalculator(package)  # loading a package runs compiled code: opt-in
     with pytest.raises(ConfigError, match="compiled for float64"):
-        MACECalculator(package, precision="32")
+        MACECalculator(package, precision="32", trust_pickle=True)
     with pytest.raises(ConfigError, match="already compiled"):
-        MACECalculator(package, edge_chunk=100)
+        MACECalculator(package, edge_chunk=100, trust_pickle=True)
     atoms = read_molecule(shared_data_root, "3bpa", 0)  # has nitrogen
-    atoms.calc = MACECalculator(package)
+    atoms.calc = MACECalculator(package, trust_pickle=True)
     with pytest.raises(UnknownElementError, match="N \\(Z=7\\)"):
         atoms.get_potential_energy()
 
