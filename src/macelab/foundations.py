@@ -282,7 +282,12 @@ def load(
         source = (config.get("metadata") or {}).get("source_sha256")
         if expected is not None and source == expected:
             return model
-        log.warning("%s: the converted model is of another file; converting again", folder)
+        log.warning(
+            "%s was converted from a file with sha256 %s, not the expected %s; converting again",
+            folder,
+            source,
+            expected,
+        )
     if not trust_pickle:
         raise UntrustedFileError(
             f"{entry.name} is a mace-torch model file, a Python pickle: loading it runs code "
