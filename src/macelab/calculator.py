@@ -5,9 +5,13 @@
     atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
 
 The calculator owns a copy of the model (or of each model of an ensemble), cast to the
-requested precision and device, in eval mode. A model is a macelab model object or a
-checkpoint path (its EMA weights); a list of them is an ensemble whose mean energy and
-forces are the results, with their spread across members as the uncertainty.
+requested precision and device, in eval mode. A model is a macelab model object, a macelab
+checkpoint path (its EMA weights), a model folder, a mace-torch ``.model`` file (a pickle:
+``trust_pickle=True``), a foundation model name such as ``"mace-off-small"``
+(:mod:`macelab.foundations`), or an AOTInductor package (``python -m macelab.export
+format=aoti``, :mod:`macelab.aoti`: compiled code, no Python model); a list of them is an
+ensemble whose mean energy and forces are the results, with their spread across members as
+the uncertainty.
 
 Each new geometry (ASE reports changed positions, cell, pbc or numbers) gets a fresh
 neighbour list from the data layer (:func:`macelab.data.graph.atoms_to_graph`), the same one
@@ -40,12 +44,18 @@ class MACECalculator(Calculator):
     """ASE calculator for a :class:`macelab.model.MACE`, or an ensemble of them.
 
     Args:
-        model: a macelab model, a macelab checkpoint path (EMA weights), or a list of
-            either (an ensemble). Models are copied; the originals are left as they are.
-        device: torch device to run on, e.g. ``"cpu"`` or ``"cuda"``.
+        model: a macelab model; the path of a macelab checkpoint (EMA weights), a model
+            folder, a mace-torch ``.model`` file or an AOTInductor package (``.pt2`` of
+            ``python -m macelab.export format=aoti``); a foundation model name of
+            :data:`macelab.foundations.FOUNDATION_MODELS`; or a list of these (an
+            ensemble). Models are copied; the originals are left as they are.
+        device: torch device to run on, e.g. ``"cpu"`` or ``"cuda"``. A package runs on
+            the kind of device it was compiled for.
         precision: any precision name (``macelab.precision.precision_names()``): ``"64"``
-            (float64, the default), ``"32"``, ``"tf32"``, ``"bf16-mixed"``, ``"16-mixed"``
-            or a per-stage policy such as ``"policy_safe"``.
+            (float64, the default for models), ``"32"``, ``"tf32"``, ``"bf16-mixed"``,
+            ``"16-mixed"`` or a per-stage policy such as ``"policy_safe"``. A package
+            computes in the dtype it was compiled for: ``None`` (the default), or ``"64"`` /
+            ``"32"`` naming that dtype.
         accelerate: ``None`` (plain calls), ``"graphs"`` (CUDA graphs, ~7x faster for small
             molecules on an H100) or ``"compiled"`` (make_fx + Inductor + CUDA graphs, faster
             still, but each new shape bucket compiles for about a minute); CUDA only.
@@ -56,9 +66,12 @@ class MACECalculator(Calculator):
         edge_chunk: compute messages in chunks of this many edges with activation
             checkpointing (:meth:`macelab.model.MACE.set_edge_chunk`): less memory for very
             large systems, a little more time; with ``accelerate=None`` only.
-        trust_pickle: load checkpoints that hold more than tensors and plain values, which
-            runs code stored in them (trusted files only; by default such a file raises
-            :class:`~macelab.errors.UntrustedFileError`, see docs/security.md).
+        trust_pickle: load checkpoints that hold more than tensors and plain values,
+            mace-torch ``.model`` files (pickles) and AOTInductor packages (compiled code),
+            which runs code stored in them (trusted files only; by default such a file raises
+            :class:`~macelab.errors.UntrustedFileError`, see docs/security.md). A
+            foundation model name needs it on first use only: its converted model is
+            cached as safetensors (:func:`macelab.foundations.load`).
         min_distance: Å; two atoms closer than this raise a ``DataError`` naming them
             (``0`` or ``None``: no check). Checked on the neighbour list's edges, every call.
         **kwargs: passed to :class:`ase.calculators.calculator.Calculator`.
@@ -69,6 +82,8 @@ class MACECalculator(Calculator):
     ``energy_std`` (eV), ``forces_std`` ``[n_atoms, 3]`` (eV/Å, standard deviation over
     members per component) and ``forces_uncertainty`` ``[n_atoms]`` (the norm of
     ``forces_std`` per atom, eV/Å): large values flag structures the models disagree on.
+    A package returns no per-atom energies (``node_energies``, ``energies``), and a stress
+    only if it was exported with ``stress=true``.
     """
 
     implemented_properties: ClassVar[list[str]] = [
@@ -84,7 +99,7 @@ class MACECalculator(Calculator):
         self,
         model: torch.nn.Module | str | Path | Sequence[torch.nn.Module | str | Path],
         device: str | torch.device = "cpu",
-        precision: str | int = "64",
+        precision: str | int | None = None,
         accelerate: str | None = None,
         skin: float = 0.5,
         edge_chunk: int | None = None,
@@ -110,12 +125,21 @@ class MACECalculator(Calculator):
         if not sources:
             raise ConfigError("MACECalculator needs at least one model or checkpoint path.")
         self.members = []
+        self.packages = []  # AOTInductor packages: compiled, no Python model
         for source in sources:
+            if _is_package(source):
+                self.packages.append(_load_package(source, self.device, precision, trust_pickle))
+                continue
             model_object = _as_model(source, trust_pickle)
-            member, context = for_inference(model_object, str(precision), self.device)
+            member, context = for_inference(model_object, str(precision or "64"), self.device)
             for parameter in member.parameters():
                 parameter.requires_grad_(False)
             self.members.append((member, context))
+        if self.packages and (accelerate is not None or edge_chunk is not None):
+            raise ConfigError(
+                "an AOTInductor package is already compiled: use it with accelerate=None and "
+                "edge_chunk=None."
+            )
         if edge_chunk is not None:
             if accelerate is not None:
                 raise ConfigError(
@@ -124,14 +148,14 @@ class MACECalculator(Calculator):
                 )
             for member, _ in self.members:
                 member.set_edge_chunk(edge_chunk)
-        self.model, self.context = self.members[0]
-        r_max = {float(m.r_max) for m, _ in self.members}
+        self.model, self.context = self.members[0] if self.members else (None, None)
+        r_max = {float(m.r_max) for m, _ in self.members} | {p.r_max for p in self.packages}
         if len(r_max) > 1:
             raise ConfigError(
                 f"the ensemble's models have different cutoffs {sorted(r_max)} Å; combine "
                 "models trained with one r_max."
             )
-        self.dtype = self.model.dtype
+        self.dtype = self.model.dtype if self.model is not None else self.packages[0].dtype
         self.r_max = r_max.pop()
         self.accelerate = accelerate
         self.skin = float(skin)
@@ -215,31 +239,45 @@ class MACECalculator(Calculator):
             result["stress"] = _numpy(output["stress"])[0]
         return result
 
+    def _package_output(self, package: Any, batch: Batch, periodic: bool) -> dict:
+        output = package.from_graph(batch)
+        result = {"energy": _numpy(output["energy"])[0], "forces": _numpy(output["forces"])}
+        if periodic and "stress" in output:
+            result["stress"] = _numpy(output["stress"])[0]
+        return result
+
     def calculate(
         self,
         atoms: Atoms | None = None,
         properties: list[str] | None = None,
         system_changes: list[str] = all_changes,
     ) -> None:
-        super().calculate(atoms, properties or ["energy"], system_changes)
+        properties = properties or ["energy"]
+        super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         for member, _ in self.members:
             member.elements.check(atoms.numbers)  # UnknownElementError names the elements
+        for package in self.packages:
+            package.check_elements(atoms.numbers)
+        periodic = bool(np.all(atoms.pbc))
+        if "stress" in properties and not all(p.compute_stress for p in self.packages):
+            raise ConfigError(
+                "this AOTInductor package computes no stress; export it with stress=true "
+                "(python -m macelab.export format=aoti stress=true)."
+            )
         graph = self._neighbour_graph(atoms)
         self._check_distances(atoms, graph)
         batch = Batch.from_data_list([graph]).to(self.device)
-        periodic = bool(np.all(atoms.pbc))
         outputs = [self._member_output(i, batch, periodic) for i in range(len(self.members))]
-        mean = {key: np.mean([o[key] for o in outputs], axis=0) for key in outputs[0]}
+        outputs += [self._package_output(p, batch, periodic) for p in self.packages]
+        keys = set.intersection(*(set(o) for o in outputs))
+        mean = {key: np.mean([o[key] for o in outputs], axis=0) for key in keys}
         energy = float(mean["energy"])
-        self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "forces": mean["forces"],
-            "node_energies": mean["node_energies"],
-            "energies": mean["node_energies"],
-        }
-        if periodic:
+        self.results = {"energy": energy, "free_energy": energy, "forces": mean["forces"]}
+        if "node_energies" in mean:
+            self.results["node_energies"] = mean["node_energies"]
+            self.results["energies"] = mean["node_energies"]
+        if periodic and "stress" in mean:
             self.results["stress"] = full_3x3_to_voigt_6_stress(mean["stress"])
         if len(outputs) > 1:
             forces_std = np.std([o["forces"] for o in outputs], axis=0)
@@ -249,13 +287,46 @@ class MACECalculator(Calculator):
 
 
 def _as_model(source: torch.nn.Module | str | Path, trust_pickle: bool) -> torch.nn.Module:
-    """A model object from a model or a checkpoint path (EMA weights)."""
+    """A model object from a model, a path (checkpoint: EMA weights; model folder;
+    mace-torch file) or a foundation model name."""
     if isinstance(source, torch.nn.Module):
         return source
-    from macelab.training.checkpoint import load_model
+    if Path(source).suffix == ".pt2" and Path(source).is_file():
+        raise ConfigError(
+            f"{source} is a torch.export program (format=pt2), which runs with "
+            "torch.export.load; the calculator takes the AOTInductor package of the model "
+            "(python -m macelab.export format=aoti) or its checkpoint."
+        )
+    from macelab.training.checkpoint import open_model
 
-    model, _ = load_model(source, trust_pickle=trust_pickle)
-    return model
+    return open_model(source, trust_pickle=trust_pickle)
+
+
+def _is_package(source: Any) -> bool:
+    if not isinstance(source, str | Path) or Path(source).suffix != ".pt2":
+        return False
+    from macelab.aoti import is_aoti_package
+
+    return is_aoti_package(source)
+
+
+def _load_package(
+    source: str | Path, device: torch.device, precision: str | int | None, trust_pickle: bool
+) -> Any:
+    """The :class:`~macelab.aoti.AOTIPotential` of ``source``, checked against the requested
+    device and precision (loading runs its compiled code: only with ``trust_pickle``)."""
+    from macelab.aoti import AOTIPotential
+
+    package = AOTIPotential(source, device, trust_pickle=trust_pickle)
+    named = {"64": torch.float64, "32": torch.float32}.get(str(precision))
+    if precision is not None and named != package.dtype:
+        dtype = str(package.dtype).removeprefix("torch.")
+        raise ConfigError(
+            f"{source} is compiled for {dtype} and computes in it; drop precision="
+            f"{precision!r} (or give {'64' if package.dtype == torch.float64 else '32'}), or "
+            f"export a package with dtype=... for another precision."
+        )
+    return package
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -26,6 +26,15 @@ Formats (``docs/use.md`` says when to use which):
 
     Atomic numbers outside the table raise a RuntimeError ("unknown element").
 
+``aoti``
+    The ``pt2`` program compiled ahead of time by AOTInductor for the export's ``device``
+    and ``dtype`` (C++ on the CPU, C++ and Triton kernels on CUDA), packaged as a ``.pt2``
+    file with the same metadata: ``torch._inductor.aoti_load_package`` runs it with the
+    ``pt2`` inputs and outputs and no Python model code; :class:`macelab.aoti.AOTIPotential`
+    and :class:`macelab.calculator.MACECalculator` load it by path. It runs only on that
+    kind of device, with the torch version that compiled it. Compiling takes a while
+    (about a minute for a tiny model on one shared CPU core).
+
 ``mace_torch``
     :func:`macelab.interop.to_mace_torch` saved with ``torch.save``: a mace-torch model file
     for mace-torch's calculator and its LAMMPS export (needs mace-torch to load).
@@ -74,7 +83,13 @@ from macelab.errors import ConfigError
 
 log = logging.getLogger("macelab.export")
 
-FORMATS = {"pt2": ".pt2", "mace_torch": ".model", "torchscript": ".pt", "artifact": ""}
+FORMATS = {
+    "pt2": ".pt2",
+    "aoti": ".pt2",
+    "mace_torch": ".model",
+    "torchscript": ".pt",
+    "artifact": "",
+}
 METADATA_FILE = "macelab.json"
 INPUT_NAMES = ("positions", "atomic_numbers", "edge_index", "unit_shifts", "cell", "batch")
 
@@ -211,6 +226,38 @@ def export_pt2(model: torch.nn.Module, path: str | Path, *, compute_stress: bool
     return Path(path)
 
 
+def export_aoti(
+    model: torch.nn.Module,
+    path: str | Path,
+    *,
+    compute_stress: bool = False,
+    inductor_configs: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` as an AOTInductor package (see the module docstring) for the device
+    and dtype it is on; ``inductor_configs`` are passed to AOTInductor (e.g.
+    ``{"cpp.vec_isa_ok": False}`` compiles faster CPU code without SIMD)."""
+    from macelab.aoti import FORMAT, METADATA_KEY
+
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise ConfigError(f"an AOTInductor package must be named *.pt2, not {path.name}.")
+    program = exported_program(model, compute_stress=compute_stress)
+    device = next(model.parameters()).device
+    info = {
+        **metadata(model, compute_stress),
+        "format": FORMAT,
+        "device": device.type,
+        "torch": torch.__version__,
+    }
+    configs = {"aot_inductor.metadata": {METADATA_KEY: json.dumps(info)}}
+    configs.update(inductor_configs or {})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch._inductor.aoti_compile_and_package(
+        program, package_path=str(path), inductor_configs=configs
+    )
+    return path
+
+
 def export_mace_torch(model: torch.nn.Module, path: str | Path) -> Path:
     """Write ``model`` as a mace-torch model file (``torch.save`` of the converted model)."""
     from macelab.interop import to_mace_torch
@@ -235,12 +282,18 @@ def export_torchscript(model: torch.nn.Module, path: str | Path) -> Path:
 def run_export(cfg: DictConfig) -> Path:
     """Export ``cfg.ckpt_path`` (conf/export.yaml) in ``cfg.format``; returns the file."""
     from macelab.training.artifact import artifact_from_checkpoint
-    from macelab.training.checkpoint import load_model
+    from macelab.training.checkpoint import open_model
 
     if cfg.format not in FORMATS:
         raise ConfigError(f"format={cfg.format!r}; choose one of {', '.join(FORMATS)}.")
-    if not Path(str(cfg.ckpt_path)).exists():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; give a macelab checkpoint.")
+    from macelab.foundations import FOUNDATION_MODELS
+
+    if not Path(str(cfg.ckpt_path)).exists() and str(cfg.ckpt_path) not in FOUNDATION_MODELS:
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} does not exist; give a macelab checkpoint, a model "
+            f"folder, a mace-torch .model file or a foundation model name "
+            f"({', '.join(FOUNDATION_MODELS)})."
+        )
     if cfg.format == "artifact":  # a model folder: model.yaml + model.safetensors
         if cfg.dtype is not None or not cfg.use_ema:
             raise ConfigError(
@@ -253,7 +306,7 @@ def run_export(cfg: DictConfig) -> Path:
         log.info("wrote %s (model.yaml, model.safetensors)", out)
         print(out)
         return out
-    model, _ = load_model(
+    model = open_model(
         str(cfg.ckpt_path),
         use_ema=bool(cfg.use_ema),
         trust_pickle=bool(cfg.get("trust_pickle", False)),
@@ -266,6 +319,8 @@ def run_export(cfg: DictConfig) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     if cfg.format == "pt2":
         export_pt2(model, out, compute_stress=bool(cfg.stress))
+    elif cfg.format == "aoti":
+        export_aoti(model, out, compute_stress=bool(cfg.stress))
     elif cfg.format == "mace_torch":
         export_mace_torch(model, out)
     else:

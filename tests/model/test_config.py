@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 from macelab.data.statistics import DatasetStatistics
 from macelab.errors import ConfigError
 from macelab.model import MACE, build_model, count_parameters
 
-from .helpers import compose_model_config, e3nn_without_script
+from .helpers import TINY_CONFIG, compose_model_config, e3nn_without_script
 
 SIZES = {
     "tiny": (16, 1),
@@ -100,3 +101,51 @@ def test_zero_force_rms_falls_back_to_unit_scale(tmp_path):
     statistics.rms_forces = 0.0
     with e3nn_without_script():
         assert build_model(cfg.model, statistics).hyperparameters["scale"] == 1.0
+
+
+def test_resume_check_treats_new_keys_as_their_defaults(tmp_path):
+    """A checkpoint written before a hyperparameter existed has that key's default: resuming
+    it with today's config (which spells the key out) is allowed, a real change is not."""
+    from macelab.training.checkpoint import check_compatible
+
+    model_cfg = {**TINY_CONFIG, "pair_repulsion": False, "distance_transform": "none"}
+    old = {k: v for k, v in model_cfg.items() if k not in ("pair_repulsion", "distance_transform")}
+    path = tmp_path / "old.ckpt"
+    torch.save(
+        {"hyper_parameters": {"model": old, "statistics": {}}, "macelab": {}, "state_dict": {}},
+        path,
+    )
+    check_compatible(path, model_cfg)
+    with pytest.raises(ConfigError, match="pair_repulsion: False -> True"):
+        check_compatible(path, {**model_cfg, "pair_repulsion": True})
+
+
+def test_mp_blocks_rebuild_from_config_and_restrict(tmp_path):
+    """ZBL repulsion and a distance transform are hyperparameters: a model folder rebuilds
+    them, and restricting the element table keeps the energies (their constants are indexed
+    by atomic number, not by the table)."""
+    from ase.build import molecule
+
+    from macelab.data.statistics import DatasetStatistics
+    from macelab.training.artifact import load_artifact, save_artifact
+    from macelab.training.finetune import restrict_elements
+
+    from .helpers import batch, small_model
+
+    model = small_model(seed=1, channels=4, max_L=1, max_ell=2, correlation=2, radial_mlp=[8],
+                        pair_repulsion=True, distance_transform="soft")  # fmt: skip
+    atoms = molecule("CH3CH2OH")
+    atoms.positions *= 0.8  # pairs inside the ZBL radii
+    graphs = batch([atoms])
+    expected = model(graphs)["energy"]
+    h = model.hyperparameters
+    statistics = DatasetStatistics(
+        h["atomic_numbers"], h["atomic_energies"], 8.0, 0.0, 1.0, 1.0, 1, 5.0
+    )
+    folder = save_artifact(model, dict(h), statistics.to_dict(), tmp_path / "model")
+    with e3nn_without_script():
+        loaded, _ = load_artifact(folder)
+    assert loaded.pair_repulsion is not None and loaded.radial.transform is not None
+    torch.testing.assert_close(loaded(graphs)["energy"], expected, rtol=0, atol=1e-10)
+    restricted = restrict_elements(model, [1, 6, 8])
+    torch.testing.assert_close(restricted(graphs)["energy"], expected, rtol=0, atol=1e-10)

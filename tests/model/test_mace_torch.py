@@ -308,8 +308,6 @@ def test_macelab_model_runs_in_mace_torch_calculator(structures, tmp_path):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"pair_repulsion": True}, "ZBL"),
-        ({"distance_transform": "Agnesi"}, "distance transform"),
         ({"radial_type": "gaussian"}, "radial basis GaussianBasis"),
         ({"use_agnostic_product": True}, "agnostic"),
         ({"use_last_readout_only": True}, "last layer only"),
@@ -318,7 +316,7 @@ def test_macelab_model_runs_in_mace_torch_calculator(structures, tmp_path):
             "RealAgnosticDensityResidualInteractionBlock",
         ),
     ],
-    ids=["zbl", "distance-transform", "gaussian", "agnostic-product", "last-readout", "density"],
+    ids=["gaussian", "agnostic-product", "last-readout", "density"],
 )
 def test_unsupported_models_are_refused(options, message):
     if "interaction_cls" in options:

@@ -27,6 +27,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,7 +227,18 @@ def _fetch(url: str, target: Path, timeout: float) -> None:
                 bar.update(len(chunk))
 
 
-def _download_entry(entry: RemoteFile, destination: Path, timeout: float) -> Path:
+def download_verified(
+    url: str,
+    destination: Path,
+    check: Callable[[Path], object],
+    *,
+    timeout: float = TIMEOUT_S,
+    name: str | None = None,
+) -> Path:
+    """Download ``url`` to ``destination`` with a progress bar, through a temporary file in
+    the same folder that ``check`` (raising to refuse) sees before it is renamed into place;
+    a refused or interrupted download is deleted. ``name`` labels errors (default: the URL).
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(
         prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
@@ -234,20 +246,29 @@ def _download_entry(entry: RemoteFile, destination: Path, timeout: float) -> Pat
     os.close(handle)
     temp = Path(temp_name)
     try:
-        log.info("downloading %s from %s", entry.relpath, entry.url)
+        log.info("downloading %s from %s", name or destination.name, url)
         try:
-            _fetch(entry.url, temp, timeout)
+            _fetch(url, temp, timeout)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise MissingDataError(
-                f"could not be downloaded from {entry.url} ({reason}).",
-                file=entry.relpath,
+                f"could not be downloaded from {url} ({reason}).", file=name or url
             ) from None
-        verify(temp, entry)
+        check(temp)
         os.replace(temp, destination)
     finally:
         temp.unlink(missing_ok=True)
     return destination
+
+
+def _download_entry(entry: RemoteFile, destination: Path, timeout: float) -> Path:
+    return download_verified(
+        entry.url,
+        destination,
+        lambda temp: verify(temp, entry),
+        timeout=timeout,
+        name=entry.relpath,
+    )
 
 
 SMALL_MEMBER_BYTES = 1 << 20

@@ -10,12 +10,14 @@ rounding (relative 1e-10 in float64 is tested).
 What :func:`from_mace_torch` accepts, and refuses with :class:`UnsupportedModelError`:
 
 - ``MACE`` and ``ScaleShiftMACE`` with Bessel radial basis, polynomial cutoff, O(3)
-  spherical harmonics, ``RealAgnosticResidualInteractionBlock`` layers (the first may be
+  spherical harmonics, the ZBL pair repulsion (``pair_repulsion=True``) and the
+  ``Agnesi``/``Soft`` distance transforms (the MACE-MP-0b family) with mace-torch's fixed
+  constants, ``RealAgnosticResidualInteractionBlock`` layers (the first may be
   ``RealAgnosticInteractionBlock``), the non-linear readout on the last layer, element-
   dependent product basis, any correlation (1-4), max_ell, max_L, number of layers and
   element table, ``apply_cutoff`` either way, reduced or full CG bases;
 - multi-head models: pick one head with ``head=`` (refused without it);
-- refused: ZBL pair repulsion, distance transforms, Gaussian/Chebyshev radial bases,
+- refused: Gaussian/Chebyshev radial bases,
   trainable Bessel frequencies, other interaction or readout classes, ``edge_irreps``,
   agnostic products, SO(3) models, ``use_last_readout_only``, extra embeddings (charges,
   spins), dipole/polarisability models, and models converted to cuequivariance or
@@ -170,8 +172,8 @@ def _check_supported(model: torch.nn.Module) -> None:
             f"from_mace_torch converts mace-torch's MACE and ScaleShiftMACE models, not "
             f"{module}.{kind}."
         )
-    if getattr(model, "pair_repulsion", False) or hasattr(model, "pair_repulsion_fn"):
-        raise _refuse("a ZBL pair repulsion (pair_repulsion=True)")
+    if hasattr(model, "pair_repulsion_fn"):
+        _check_zbl(model.pair_repulsion_fn, int(model.radial_embedding.cutoff_fn.p))
     if hasattr(model, "joint_embedding") or hasattr(model, "embedding_readout"):
         raise _refuse("extra embeddings (embedding_specs, e.g. charges or spins)")
     if getattr(model, "use_agnostic_product", False):
@@ -180,7 +182,7 @@ def _check_supported(model: torch.nn.Module) -> None:
         raise _refuse("separate edge irreps (edge_irreps)")
     radial = model.radial_embedding
     if hasattr(radial, "distance_transform"):
-        raise _refuse(f"a distance transform ({type(radial.distance_transform).__name__})")
+        _check_distance_transform(radial.distance_transform)
     if type(radial.bessel_fn).__name__ != "BesselBasis":
         raise _refuse(f"the radial basis {type(radial.bessel_fn).__name__}", "only Bessel.")
     weights = radial.bessel_fn.bessel_weights
@@ -243,6 +245,59 @@ def _check_supported(model: torch.nn.Module) -> None:
         _gate_name(last.non_linearity)
     if model.products[-1].linear.irreps_out.lmax > 0:
         raise _refuse("non-scalar features after the last layer (keep_last_layer_irreps)")
+
+
+def _same_constants(found: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether mace-torch's buffers hold macelab's constants, to float32 rounding (mace-torch
+    builds them in the default dtype of the moment, which may have been float32)."""
+    return all(
+        np.allclose(np.asarray(found[key], dtype=np.float64), expected[key], rtol=1e-6, atol=0)
+        for key in expected
+    )
+
+
+def _covalent_radii_match(module: Any) -> bool:
+    from ase.data import covalent_radii
+
+    return _same_constants({"r": module.covalent_radii.detach().cpu()}, {"r": covalent_radii})
+
+
+def _check_zbl(zbl: Any, p: int) -> None:
+    from macelab.model import repulsion
+
+    if type(zbl).__name__ != "ZBLBasis":
+        raise _refuse(f"the pair repulsion {type(zbl).__name__}", "only ZBLBasis.")
+    found = {
+        "c": zbl.c.detach().cpu(),
+        "a_exp": float(zbl.a_exp),
+        "a_prefactor": float(zbl.a_prefactor),
+        "p": int(zbl.p),
+    }
+    expected = {
+        "c": list(repulsion.PHI_COEFFICIENTS),
+        "a_exp": repulsion.SCREENING_EXPONENT,
+        "a_prefactor": repulsion.SCREENING_PREFACTOR,
+        "p": p,
+    }
+    if not (_same_constants(found, expected) and _covalent_radii_match(zbl)):
+        raise _refuse("a ZBL pair repulsion with other constants than mace-torch's defaults")
+
+
+def _check_distance_transform(transform: Any) -> str:
+    """macelab's name of a (supported) mace-torch distance transform."""
+    from macelab.model import radial
+
+    kind = type(transform).__name__
+    if kind == "AgnesiTransform":
+        found = {key: float(getattr(transform, key)) for key in radial.AGNESI}
+        expected: dict[str, Any] = dict(radial.AGNESI)
+    elif kind == "SoftTransform":
+        found, expected = {"alpha": float(transform.alpha)}, {"alpha": radial.SOFT_ALPHA}
+    else:
+        raise _refuse(f"the distance transform {kind}", "supported: Agnesi, Soft.")
+    if not (_same_constants(found, expected) and _covalent_radii_match(transform)):
+        raise _refuse(f"a {kind} with trained or changed constants")
+    return "agnesi" if kind == "AgnesiTransform" else "soft"
 
 
 def _heads(model: torch.nn.Module) -> list[str]:
@@ -322,6 +377,12 @@ def mace_torch_hyperparameters(model: torch.nn.Module, head: str | int | None = 
         "scale": _per_head(model.scale_shift.scale, h) if scale_shift else 1.0,
         "shift": _per_head(model.scale_shift.shift, h) if scale_shift else 0.0,
         "apply_cutoff": bool(getattr(radial, "apply_cutoff", True)),
+        "pair_repulsion": hasattr(model, "pair_repulsion_fn"),
+        "distance_transform": (
+            _check_distance_transform(radial.distance_transform)
+            if hasattr(radial, "distance_transform")
+            else "none"
+        ),
     }
 
 
@@ -530,13 +591,24 @@ def to_mace_torch(model: MACE) -> torch.nn.Module:
         "radial_MLP": list(h["radial_mlp"]),
     }
     accepted = inspect.signature(mace_modules.MACE.__init__).parameters
-    optional = {"apply_cutoff": h["apply_cutoff"], "use_reduced_cg": False}
+    transform = h.get("distance_transform", "none")
+    optional = {
+        "apply_cutoff": h["apply_cutoff"],
+        "use_reduced_cg": False,
+        "pair_repulsion": bool(h.get("pair_repulsion", False)),
+        "distance_transform": {"agnesi": "Agnesi", "soft": "Soft"}.get(transform, "None"),
+    }
+    needed = {  # options whose value here differs from what an older mace-torch computes
+        "apply_cutoff": not h["apply_cutoff"],
+        "pair_repulsion": optional["pair_repulsion"],
+        "distance_transform": transform != "none",
+    }
     for key, value in optional.items():
         if key in accepted:
             kwargs[key] = value
-        elif key == "apply_cutoff" and not value:
+        elif needed.get(key):
             raise UnsupportedModelError(
-                "this mace-torch release has no apply_cutoff option; upgrade mace-torch"
+                f"this mace-torch release has no {key} option; upgrade mace-torch"
             )
     with _default_dtype(model.dtype):
         if h["scale_shift"]:

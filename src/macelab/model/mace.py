@@ -9,6 +9,7 @@ element index, one-hot      node attributes                        ``elements``
 edge vectors and lengths    r_ji                                   ``edges``
 spherical harmonics         Y_lm(r_ji)                             ``spherical_harmonics``
 Bessel basis x envelope     radial basis (Eq. 8)                   ``radial``
+(ZBL pair repulsion)        screened nuclear repulsion (optional)  ``pair_repulsion``
 node embedding              h^(0) = W onehot(z)                    ``embedding``
 atomic basis A              Eq. 8-9                                ``interactions[t]``
 product basis, message m    Eq. 10-11                              ``products[t].contraction``
@@ -50,6 +51,7 @@ from macelab.model.outputs import forces_and_stress, symmetric_displacement
 from macelab.model.product import ProductBasis
 from macelab.model.radial import RadialEmbedding
 from macelab.model.readout import GATES, LinearReadout, NonLinearReadout
+from macelab.model.repulsion import ZBLRepulsion
 
 INTERACTION_FIRST = ("residual", "plain")
 # Element tables: one row per element, factorised through embedding_rank factors, or
@@ -92,6 +94,12 @@ class MACE(torch.nn.Module):
             learnable element factors) or ``int8`` (full tables fake-quantised to 8 bits per
             element, for quantisation-aware training).
         embedding_rank: the rank r of ``low_rank`` tables.
+        pair_repulsion: add the ZBL screened nuclear repulsion of every pair within the
+            sum of covalent radii to the per-atom energies (:mod:`macelab.model.repulsion`;
+            mace-torch's ``pair_repulsion=True``, the MACE-MP-0b models).
+        distance_transform: evaluate the Bessel basis at a transformed distance ``T(r)``:
+            ``none``, ``agnesi`` or ``soft`` (:mod:`macelab.model.radial`; mace-torch's
+            ``distance_transform="Agnesi"`` / ``"Soft"``).
     """
 
     @quietly_built
@@ -121,6 +129,8 @@ class MACE(torch.nn.Module):
         apply_cutoff: bool = True,
         embedding: str = "full",
         embedding_rank: int | None = None,
+        pair_repulsion: bool = False,
+        distance_transform: str = "none",
     ) -> None:
         super().__init__()
         correlations = (
@@ -164,6 +174,8 @@ class MACE(torch.nn.Module):
             "apply_cutoff": bool(apply_cutoff),
             "embedding": str(embedding),
             "embedding_rank": None if embedding_rank is None else int(embedding_rank),
+            "pair_repulsion": bool(pair_repulsion),
+            "distance_transform": str(distance_transform).lower(),
         }
         if embedding not in EMBEDDINGS:
             raise ValueError(f"embedding must be one of {', '.join(EMBEDDINGS)}, got {embedding!r}")
@@ -185,7 +197,14 @@ class MACE(torch.nn.Module):
         self.elements = ElementTable(atomic_numbers)
         self.edges = EdgeGeometry()
         self.spherical_harmonics = spherical_harmonics(max_ell)
-        self.radial = RadialEmbedding(r_max, num_bessel, num_polynomial_cutoff, apply_cutoff)
+        self.radial = RadialEmbedding(
+            r_max,
+            num_bessel,
+            num_polynomial_cutoff,
+            apply_cutoff,
+            self.hyperparameters["distance_transform"],
+        )
+        self.pair_repulsion = ZBLRepulsion(num_polynomial_cutoff) if pair_repulsion else None
         self.embedding = NodeEmbedding(num_elements, channels, rank, int8)
 
         # Layers: interaction (Eq. 8-9), product basis + update (Eq. 10-12), readout (Eq. 13).
@@ -356,12 +375,15 @@ class MACE(torch.nn.Module):
         node_attrs = (element_index[:, None] == elements).to(positions.dtype)  # [n, n_elements]
         vectors, lengths = self.edges(positions, edge_index, unit_shifts, cell, batch)
         edge_sh = self.spherical_harmonics(vectors)  # [n_edges, (max_ell+1)**2]
-        edge_radial, envelope = self.radial(lengths)  # [n_edges, num_bessel], [n_edges, 1]
+        edge_radial, envelope = self.radial(lengths, atomic_numbers, edge_index)
+        # edge_radial: [n_edges, num_bessel], envelope: [n_edges, 1]
         if self.radial.apply_cutoff:
             envelope = None
         node_feats = self.embedding(node_attrs)  # h^(0): [n, C]
         conv_graph = shared_conv_graph(self.interactions, edge_index, positions.shape[0])
-        layer_energies = []
+        layer_energies = []  # per-atom energies [n] of the ZBL term (if any) and each layer
+        if self.pair_repulsion is not None:
+            layer_energies.append(self.pair_repulsion(lengths, atomic_numbers, edge_index))
         for interaction, product, readout in zip(
             self.interactions, self.products, self.readouts, strict=True
         ):

@@ -62,6 +62,8 @@ class StagePrecision:
 def stage_names(model: torch.nn.Module) -> list[str]:
     """The named stages of a macelab MACE, in forward order (``docs/model.md``)."""
     names = ["edges", "spherical_harmonics", "radial", "embedding"]
+    if getattr(model, "pair_repulsion", None) is not None:
+        names.append("pair_repulsion")
     for t, interaction in enumerate(model.interactions):
         parts = ["linear_up", "radial_mlp", "tensor_product", "aggregation", "linear"]
         if getattr(interaction, "element_mixing", None) is not None:

@@ -135,6 +135,35 @@ def load_model(
     return model, hparams
 
 
+def open_model(
+    source: str | Path,
+    *,
+    use_ema: bool = True,
+    trust_pickle: bool = False,
+) -> torch.nn.Module:
+    """A macelab model (CPU, eval mode) from any of: a macelab checkpoint (its EMA weights
+    unless ``use_ema=False``), a model folder, a mace-torch ``.model`` file, or a foundation
+    model name of :data:`macelab.foundations.FOUNDATION_MODELS` (``mace-off-small``).
+
+    mace-torch files are pickles: they load only with ``trust_pickle=True`` (as do
+    checkpoints holding more than tensors); a foundation model needs it on first use only
+    (:func:`macelab.foundations.load`).
+    """
+    from macelab import foundations
+
+    path = Path(source)
+    if foundations.is_foundation_model(str(source)) and not path.exists():
+        return foundations.load(str(source), trust_pickle=trust_pickle)
+    if path.suffix == ".model" and path.is_file():
+        from macelab.interop import from_mace_torch
+
+        return from_mace_torch(path, trust_pickle=trust_pickle)
+    if not path.exists():
+        raise MacelabError(foundations.missing_model_message(str(source)))
+    model, _ = load_model(path, use_ema=use_ema, trust_pickle=trust_pickle)
+    return model
+
+
 def check_compatible(
     path: str | Path,
     model_cfg: dict[str, Any],
@@ -181,7 +210,8 @@ def check_compatible(
             f"run builds one for {_symbols(atomic_numbers)} (from its training data); resume "
             "on the run's own data, or start a new run (without ckpt_path)."
         )
-    saved = hparams["model"]
+    # a key added to MACE after the checkpoint was written has its default there
+    saved = {**_hyperparameter_defaults(), **hparams["model"]}
     differing = sorted(
         key
         for key in set(saved) | set(model_cfg)
@@ -195,6 +225,15 @@ def check_compatible(
             f"checkpoint {path} was trained with a different model config ({details}); resume "
             "with the run's own config (its .hydra/config.yaml) or start a new run."
         )
+
+
+def _hyperparameter_defaults() -> dict[str, Any]:
+    import inspect
+
+    from macelab.model import MACE
+
+    parameters = inspect.signature(MACE.__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 def _symbols(atomic_numbers: list[int]) -> str:
