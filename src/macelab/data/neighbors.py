@@ -156,7 +156,8 @@ def too_close_error(
         min_distance: the threshold, Å.
         option: how the user sets the threshold (e.g. ``data.min_distance``).
         atomic_numbers: the structure's atomic numbers, to name the elements.
-        file, record: where the structure comes from.
+        file: the file the structure comes from.
+        record: its record (frame index) in that file.
         others: how many more structures of the same file have such atoms.
         advice: what to do, before the alternative of lowering ``option``.
     """
