@@ -4,7 +4,7 @@ Lightning's ``CSVLogger`` deletes the ``metrics.csv`` it finds when a run starts
 resumed in its own folder loses its earlier rows), and rewrites the file in place whenever
 a new column appears (a kill at that moment empties it). :class:`MetricsCSVLogger`:
 
-* appends each new row to the file. It rewrites the file only when a column appears, or
+* appends each new row to the file as it is logged. It rewrites the file only when a column appears, or
   when the file is no longer the one it wrote (removed, replaced or cut by someone else);
   then it writes the whole file from the rows it holds in memory, atomically
   (:func:`~macelab.training.checkpoint_io.write_atomically`). The file thus always holds
@@ -207,6 +207,10 @@ class MetricsCSVLogger(Logger):
         row: Row = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
         row["step"] = len(self.table.rows) if step is None else step
         self.table.append(row)
+        # Written at once: callbacks such as LearningRateMonitor log without calling save(),
+        # and a row still in memory when a checkpoint is saved would be lost to a kill that
+        # follows (the resumed run does not log it again).
+        self.table.flush()
 
     @rank_zero_only
     def save(self) -> None:
