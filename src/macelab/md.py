@@ -15,6 +15,7 @@ gives NaN (or meaningless) energies there, and the dynamics would go on with the
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,21 @@ def read_structure(path: str, frame: int):
             f"could not read frame {frame} of {path} with ASE ({type(error).__name__}: "
             f"{error}); give a file in a format ASE reads (extxyz, xyz, cif, POSCAR)."
         ) from error
+
+
+def precision_name(precision: Any) -> str:
+    """The name of ``cfg.precision``: a node of conf/precision (``precision=32`` on the
+    command line, as for training) or, in a hand-written config, the name itself."""
+    if isinstance(precision, Mapping):
+        return str(precision["name"])
+    return str(precision)
+
+
+def accelerate_option(value: Any) -> str | None:
+    """``accelerate`` as MACECalculator takes it: ``null`` (or ``none``) is None."""
+    if value is None or str(value).lower() in ("none", "null", ""):
+        return None
+    return str(value)
 
 
 def run_md(cfg: DictConfig) -> dict[str, Any]:
@@ -77,8 +93,8 @@ def run_md(cfg: DictConfig) -> dict[str, Any]:
     atoms.calc = MACECalculator(
         sources,
         device=device,
-        precision=str(cfg.precision),
-        accelerate=cfg.accelerate,
+        precision=precision_name(cfg.precision),
+        accelerate=accelerate_option(cfg.accelerate),
         trust_pickle=bool(cfg.get("trust_pickle", False)),
         min_distance=min_distance,
     )
