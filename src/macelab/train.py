@@ -53,6 +53,17 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
     trainer_precision = apply_precision(cfg.precision, "cpu" if on_cpu else "cuda")
 
+    # Fine-tuning: the pretrained model is loaded first, so that without pretrained.refit_e0s
+    # its E0s are the data's (the new data then needs no isolated-atom configurations).
+    from macelab.training import finetune
+
+    pretrained_cfg = cfg.get("pretrained")
+    pretrained = finetune.load_pretrained_model(pretrained_cfg) if pretrained_cfg else None
+    refit = bool(pretrained_cfg.get("refit_e0s", True)) if pretrained_cfg else True
+    if pretrained is not None and not refit:
+        with open_dict(cfg):
+            cfg.data.e0s = finetune.pretrained_e0s(pretrained)
+
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -95,12 +106,9 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         silence_synced_metric_warnings()
     # Build the model in the dtype its weights are kept in, so that a checkpoint's float64
     # weights are never rounded through float32 on the way back in.
-    from macelab.training import finetune
-
-    pretrained = finetune.load_pretrained(cfg.get("pretrained"), datamodule.statistics)
     model_cfg = to_dict(cfg.model)
     if pretrained is not None:
-        refit = bool(cfg.pretrained.get("refit_e0s", True))
+        pretrained = finetune.select_elements(pretrained_cfg, pretrained, datamodule.statistics)
         model_cfg = finetune.model_config(pretrained, datamodule.statistics, refit)
         for key in ("backend", "fused_convolution"):  # how, not what
             model_cfg[key] = to_dict(cfg.model).get(key)
