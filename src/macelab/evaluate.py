@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import lightning  # noqa: F401 (imported before Hydra's logging setup: macelab.cli.tidy_output)
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from macelab.cli import prepare_argv, user_errors_exit
