@@ -203,10 +203,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from macelab.cli import user_errors_exit
-    from macelab.precision import precision_names
-
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m macelab.precision_report``."""
     parser = argparse.ArgumentParser(
         prog="python -m macelab.precision_report", description=__doc__.splitlines()[0]
     )
@@ -225,7 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--structures", type=int, default=2, help="frames per data set")
     parser.add_argument("--transforms", type=int, default=4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from macelab.cli import user_errors_exit
+    from macelab.precision import precision_names
+
+    args = build_parser().parse_args(argv)
 
     @user_errors_exit
     def run() -> None:
