@@ -127,3 +127,17 @@ def lightning_loading(method: Callable[..., Any], trust_pickle: bool) -> Iterato
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def thermalize(atoms: Any, temperature_K: float, rng: Any = None) -> None:
+    """Maxwell-Boltzmann momenta at ``temperature_K``: ASE's ``thermalize_momenta`` (ASE >=
+    3.29, which deprecates ``MaxwellBoltzmannDistribution``, the same function under its
+    old name), or ``MaxwellBoltzmannDistribution`` on older ASE."""
+    from ase.md import velocitydistribution
+
+    if hasattr(velocitydistribution, "thermalize_momenta"):
+        velocitydistribution.thermalize_momenta(atoms, temperature_K, rng=rng)
+    else:
+        velocitydistribution.MaxwellBoltzmannDistribution(
+            atoms, temperature_K=temperature_K, rng=rng
+        )

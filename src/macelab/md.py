@@ -22,6 +22,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from macelab._compat import thermalize
 from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR
 from macelab.errors import AtomsTooCloseError, ConfigError, DataError
@@ -65,13 +66,10 @@ def run_md(cfg: DictConfig) -> dict[str, Any]:
     import numpy as np
     import torch
     from ase import units
+    from ase.constraints import FixCom
     from ase.io import write
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import (
-        MaxwellBoltzmannDistribution,
-        Stationary,
-        ZeroRotation,
-    )
+    from ase.md.velocitydistribution import Stationary, ZeroRotation
     from ase.md.verlet import VelocityVerlet
     from rich.progress import Progress
 
@@ -99,7 +97,7 @@ def run_md(cfg: DictConfig) -> dict[str, Any]:
         min_distance=min_distance,
     )
     rng = np.random.default_rng(int(cfg.seed))
-    MaxwellBoltzmannDistribution(atoms, temperature_K=float(cfg.temperature_K), rng=rng)
+    thermalize(atoms, float(cfg.temperature_K), rng=rng)
     Stationary(atoms)
     if len(atoms) > 2 and not any(atoms.pbc):
         ZeroRotation(atoms)
@@ -107,11 +105,15 @@ def run_md(cfg: DictConfig) -> dict[str, Any]:
     if cfg.ensemble == "nve":
         dynamics = VelocityVerlet(atoms, timestep=timestep)
     else:
+        # the centre of mass held by a constraint, as ASE advises (Langevin's own fixcm
+        # does not sample NVT exactly, and is deprecated)
+        atoms.set_constraint(FixCom())
         dynamics = Langevin(
             atoms,
             timestep=timestep,
             temperature_K=float(cfg.temperature_K),
             friction=float(cfg.friction_per_fs) / units.fs,
+            fixcm=False,
             rng=rng,
         )
     trajectory = output_dir / "trajectory.extxyz"
