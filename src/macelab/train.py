@@ -147,10 +147,11 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         train_seconds = time.perf_counter() - started
 
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-        with lightning_loading(trainer.test, trust_pickle) as weights_only:
-            trainer.test(
-                module, datamodule=datamodule, ckpt_path=best, verbose=False, **weights_only
-            )
+        if datamodule.test_set_names:  # data=xyz without data.test_files has none
+            with lightning_loading(trainer.test, trust_pickle) as weights_only:
+                trainer.test(
+                    module, datamodule=datamodule, ckpt_path=best, verbose=False, **weights_only
+                )
     results = module.test_results
     if trainer.is_global_zero:
         paper = paper_results(cfg.get("benchmark"))
