@@ -80,10 +80,10 @@ def model() -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def structures(shared_data_root: Path) -> list[list]:
+def structures() -> list[list]:
     """Batches of different sizes: one AcAc, ethanol + a periodic cell, three AcAc frames."""
-    acac = [read_molecule(shared_data_root, "acac", i) for i in range(3)]
-    ethanol = read_molecule(shared_data_root, "ethanol", 5)
+    acac = [read_molecule("acac", i) for i in range(3)]
+    ethanol = read_molecule("ethanol", 5)
     return [[acac[0]], [ethanol, silicon_cell()], acac]
 
 
@@ -144,9 +144,9 @@ def test_pt2_metadata_and_unknown_elements(model, structures, tmp_path):
         program(*inputs)
 
 
-def test_neighbour_list_free_example_matches(model, shared_data_root):
+def test_neighbour_list_free_example_matches(model):
     """The docstring's recipe (torch.cdist, all pairs within r_max) gives the model's edges."""
-    atoms = read_molecule(shared_data_root, "ethanol", 0)
+    atoms = read_molecule("ethanol", 0)
     pos = torch.tensor(atoms.positions)
     close = (torch.cdist(pos, pos) < model.r_max) & ~torch.eye(len(atoms), dtype=torch.bool)
     edge_index = close.nonzero().T
@@ -160,7 +160,7 @@ mace_torch = pytest.mark.mace_torch
 
 @mace_torch
 @pytest.mark.slow
-def test_mace_torch_file_in_mace_calculator(model, shared_data_root, tmp_path):
+def test_mace_torch_file_in_mace_calculator(model, tmp_path):
     pytest.importorskip("mace.calculators")
     from mace.calculators import MACECalculator as MaceTorchCalculator
 
@@ -169,7 +169,7 @@ def test_mace_torch_file_in_mace_calculator(model, shared_data_root, tmp_path):
     path = export.export_mace_torch(model, tmp_path / "model.model")
     theirs = MaceTorchCalculator(model_paths=str(path), device="cpu", default_dtype="float64")
     ours = MACECalculator(model, device="cpu", precision="64")
-    for atoms in (read_molecule(shared_data_root, "acac", 4), silicon_cell(seed=1)):
+    for atoms in (read_molecule("acac", 4), silicon_cell(seed=1)):
         a, b = atoms.copy(), atoms.copy()
         a.calc, b.calc = theirs, ours
         assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-9)
@@ -229,7 +229,7 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_cli_exports_a_trained_checkpoint(compose_config, shared_data_root, tmp_path):  # noqa: F811
+def test_cli_exports_a_trained_checkpoint(compose_config, tmp_path):  # noqa: F811
     from macelab.train import run_training
     from macelab.training.checkpoint import load_model
 
@@ -239,7 +239,7 @@ def test_cli_exports_a_trained_checkpoint(compose_config, shared_data_root, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     program = torch.export.load(str(tmp_path / "deploy" / "model.pt2")).module()
     model, _ = load_model(ckpt)
-    graphs = batch([read_molecule(shared_data_root, "acac", 9)], r_max=model.r_max)
+    graphs = batch([read_molecule("acac", 9)], r_max=model.r_max)
     energy, forces = program(*pt2_inputs(graphs))
     ref = model(graphs, compute_forces=True)
     torch.testing.assert_close(energy, ref["energy"].detach(), rtol=0, atol=1e-10)
