@@ -119,6 +119,15 @@ def tidy_output() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+def progress_bar(setting: Any = "auto") -> bool:
+    """``trainer.enable_progress_bar``: ``auto`` shows the bar on a terminal only. In a file
+    or a CI log a progress bar leaves only fragments of its last frame; the per-epoch log
+    lines (:class:`macelab.training.callbacks.EpochProgress`) say the same there."""
+    if str(setting).lower() == "auto":
+        return sys.stdout.isatty()
+    return bool(setting)
+
+
 def _in_multirun() -> bool:
     try:
         from hydra.core.hydra_config import HydraConfig

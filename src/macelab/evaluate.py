@@ -19,7 +19,7 @@ import hydra
 import lightning  # noqa: F401 (imported before Hydra's logging setup: macelab.cli.tidy_output)
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from macelab.cli import prepare_argv, user_errors_exit
+from macelab.cli import prepare_argv, progress_bar, user_errors_exit
 from macelab.config import CONFIG_DIR, to_dict
 
 log = logging.getLogger("macelab.evaluate")
@@ -108,6 +108,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         inference_mode=False,
         use_distributed_sampler=False,
         enable_model_summary=False,
+        enable_progress_bar=progress_bar(),
         default_root_dir=str(output_dir),
         limit_test_batches=cfg.get("limit_test_batches"),
     )

@@ -18,7 +18,7 @@ import hydra
 import lightning  # noqa: F401 (imported before Hydra's logging setup: macelab.cli.tidy_output)
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from macelab.cli import prepare_argv, user_errors_exit
+from macelab.cli import prepare_argv, progress_bar, user_errors_exit
 from macelab.config import CONFIG_DIR, to_dict
 
 log = logging.getLogger("macelab.train")
@@ -30,7 +30,7 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     import torch
     from hydra.utils import instantiate
 
-    from macelab._compat import lightning_loading
+    from macelab._compat import e3nn_torchscript, lightning_loading
     from macelab.precision import (
         apply_precision,
         default_dtype,
@@ -49,6 +49,8 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 
     output_dir = Path(cfg.paths.output_dir)
     check_config_types(cfg)
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(int(cfg.cpu_threads))
     L.seed_everything(cfg.seed, workers=True)
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
@@ -92,6 +94,7 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         plugins.append(instantiate(cfg.checkpoint_io))
     trainer: L.Trainer = instantiate(
         cfg.trainer,
+        enable_progress_bar=progress_bar(cfg.trainer.get("enable_progress_bar", "auto")),
         callbacks=callbacks,
         logger=loggers or False,
         plugins=plugins or None,
@@ -113,7 +116,12 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         model_cfg = finetune.model_config(pretrained, datamodule.statistics, refit)
         for key in ("backend", "fused_convolution"):  # how, not what
             model_cfg[key] = to_dict(cfg.model).get(key)
-    with default_dtype(parameter_dtype(cfg.precision)):
+    with (
+        default_dtype(parameter_dtype(cfg.precision)),
+        e3nn_torchscript(
+            use_torchscript(cfg.get("e3nn_torchscript", "auto"), on_cpu, trainer_precision)
+        ),
+    ):
         module = MACELightningModule(
             model=model_cfg,
             statistics=datamodule.statistics.to_dict(),
@@ -155,7 +163,8 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     results = module.test_results
     if trainer.is_global_zero:
         paper = paper_results(cfg.get("benchmark"))
-        table = write_results(output_dir, results, paper, title=f"{cfg.task_name}: test sets")
+        title = f"{cfg.task_name}: test sets"
+        table = write_results(output_dir, results, paper, title, note=cfg.get("results_note"))
         info = {
             "train_seconds": train_seconds,
             "num_parameters": num_parameters,
@@ -169,6 +178,20 @@ def run_training(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         (output_dir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
         print(table)
     return results
+
+
+def use_torchscript(setting: Any, on_cpu: bool, trainer_precision: Any) -> bool:
+    """``e3nn_torchscript``: true, false, or ``auto``: off on a CPU in plain float32/float64
+    (what it costs there: conf/train.yaml), on otherwise, autocast included (e3nn's plain
+    ``torch.fx`` code mixes dtypes in ``tensordot`` under autocast; the scripted code not)."""
+    if str(setting).lower() == "auto":
+        plain = isinstance(trainer_precision, str) and trainer_precision in ("32-true", "64-true")
+        return not (on_cpu and plain)
+    if isinstance(setting, bool):
+        return setting
+    from macelab.errors import ConfigError
+
+    raise ConfigError(f"e3nn_torchscript={setting!r}; choose auto, true or false.")
 
 
 def check_config_types(cfg: DictConfig) -> None:
