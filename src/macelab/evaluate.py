@@ -34,6 +34,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     from macelab.analysis.parity import save_parity_plots, save_predictions
     from macelab.precision import apply_precision, default_dtype, trainer_precision_kwargs
     from macelab.training.artifact import is_artifact, load_artifact
+    from macelab.training.callbacks import EpochProgress
     from macelab.training.checkpoint import read_checkpoint, stored_dtype
     from macelab.training.module import MACELightningModule
     from macelab.training.results import paper_results, write_results
@@ -109,6 +110,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         use_distributed_sampler=False,
         enable_model_summary=False,
         enable_progress_bar=progress_bar(),
+        callbacks=[EpochProgress(logger=log.name)],  # a line per test set, in files too
         default_root_dir=str(output_dir),
         limit_test_batches=cfg.get("limit_test_batches"),
     )
