@@ -115,9 +115,18 @@ def run_plain_torch(kind: str, model_file: Path, cases: list, tmp_path: Path) ->
     return torch.load(outputs)
 
 
+@pytest.fixture(scope="module")
+def pt2_file(model, tmp_path_factory) -> Path:
+    """``model`` exported with stress (about 20 s on a CPU: made once for the tests below; the
+    export without stress runs in test_cli_exports_a_trained_checkpoint)."""
+    return export.export_pt2(
+        model, tmp_path_factory.mktemp("pt2") / "model.pt2", compute_stress=True
+    )
+
+
 @pytest.mark.slow
-def test_pt2_runs_in_plain_torch_on_any_size(model, structures, tmp_path):
-    path = export.export_pt2(model, tmp_path / "model.pt2", compute_stress=True)
+def test_pt2_runs_in_plain_torch_on_any_size(model, structures, pt2_file, tmp_path):
+    path = pt2_file
     graphs = [batch(s, r_max=model.r_max) for s in structures]
     results = run_plain_torch("pt2", path, [pt2_inputs(g) for g in graphs], tmp_path)
     for g, (energy, forces, stress) in zip(graphs, results, strict=True):
@@ -130,12 +139,12 @@ def test_pt2_runs_in_plain_torch_on_any_size(model, structures, tmp_path):
 
 
 @pytest.mark.slow
-def test_pt2_metadata_and_unknown_elements(model, structures, tmp_path):
-    path = export.export_pt2(model, tmp_path / "model.pt2")
+def test_pt2_metadata_and_unknown_elements(model, structures, pt2_file):
     extra = {export.METADATA_FILE: ""}
-    program = torch.export.load(str(path), extra_files=extra).module()
+    program = torch.export.load(str(pt2_file), extra_files=extra).module()
     meta = __import__("json").loads(extra[export.METADATA_FILE])
-    assert meta["atomic_numbers"] == ELEMENTS and meta["outputs"] == ["energy", "forces"]
+    assert meta["atomic_numbers"] == ELEMENTS
+    assert meta["outputs"] == ["energy", "forces", "stress"]
     assert meta["r_max"] == model.r_max and meta["dtype"] == "float64"
     inputs = list(pt2_inputs(batch(structures[0], r_max=model.r_max)))
     inputs[1] = inputs[1].clone()
@@ -240,7 +249,7 @@ def test_cli_exports_a_trained_checkpoint(compose_config, tmp_path):  # noqa: F8
     program = torch.export.load(str(tmp_path / "deploy" / "model.pt2")).module()
     model, _ = load_model(ckpt)
     graphs = batch([read_molecule("acac", 9)], r_max=model.r_max)
-    energy, forces = program(*pt2_inputs(graphs))
+    energy, forces = program(*pt2_inputs(graphs))  # two outputs: exported without stress
     ref = model(graphs, compute_forces=True)
     torch.testing.assert_close(energy, ref["energy"].detach(), rtol=0, atol=1e-10)
     torch.testing.assert_close(forces, ref["forces"], rtol=0, atol=1e-10)
