@@ -21,9 +21,10 @@ def shared_data_root() -> Path:
     root = _shared_data_root()
     if root is None:
         pytest.skip(
-            "needs the shared benchmark data: set MACELAB_DATA to the folder that holds "
-            "dataset_3BPA/, dataset_acac/ and dataset_ethanol/ (make test does this when "
-            "../shared/data exists)"
+            "needs the benchmark data: set MACELAB_DATA to a folder holding dataset_3BPA/, "
+            "dataset_acac/ and dataset_ethanol/ as in the BOTNet-datasets repository "
+            "(https://github.com/davkovacs/BOTNet-datasets, MIT licence; make test sets it "
+            "when ../shared/data exists)"
         )
     return root
 

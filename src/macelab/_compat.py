@@ -127,3 +127,33 @@ def lightning_loading(method: Callable[..., Any], trust_pickle: bool) -> Iterato
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def thermalize(atoms: Any, temperature_K: float, rng: Any = None) -> None:
+    """Maxwell-Boltzmann momenta at ``temperature_K``: ASE's ``thermalize_momenta`` (ASE >=
+    3.29, which deprecates ``MaxwellBoltzmannDistribution``, the same function under its
+    old name), or ``MaxwellBoltzmannDistribution`` on older ASE."""
+    from ase.md import velocitydistribution
+
+    if hasattr(velocitydistribution, "thermalize_momenta"):
+        velocitydistribution.thermalize_momenta(atoms, temperature_K, rng=rng)
+    else:
+        velocitydistribution.MaxwellBoltzmannDistribution(
+            atoms, temperature_K=temperature_K, rng=rng
+        )
+
+
+@contextlib.contextmanager
+def e3nn_torchscript(enabled: bool) -> Iterator[None]:
+    """Build e3nn blocks with TorchScript (e3nn's default) or, ``enabled=False``, as plain
+    ``torch.fx`` code: the same numbers to rounding. On a CPU the scripted blocks cost
+    TorchScript's profiling runs over the first steps (about 40 s of the quick start on two
+    cores, its first epoch 7x slower than the next) and no speed after that; on a GPU they
+    run about 20% faster per step (see :func:`quiet_e3nn_build`)."""
+    e3nn = import_e3nn()
+    previous = e3nn.get_optimization_defaults()
+    e3nn.set_optimization_defaults(jit_script_fx=bool(enabled))
+    try:
+        yield
+    finally:
+        e3nn.set_optimization_defaults(**previous)

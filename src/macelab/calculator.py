@@ -113,13 +113,13 @@ class MACECalculator(Calculator):
         self.device = torch.device(device)
         if accelerate not in ACCELERATIONS:
             raise ConfigError(
-                f"unknown accelerate={accelerate!r} for MACECalculator; choose None, "
-                "'graphs' or 'compiled'."
+                f"unknown accelerate={accelerate!r} for MACECalculator; choose None (null on "
+                "the command line), 'graphs' or 'compiled'."
             )
         if accelerate is not None and self.device.type != "cuda":
             raise ConfigError(
-                f"accelerate={accelerate!r} needs a CUDA device, not {self.device}; use "
-                "accelerate=None on the CPU."
+                f"accelerate={accelerate!r} needs a CUDA device, not {self.device}; on the "
+                "CPU leave accelerate unset (None; accelerate=null on the command line)."
             )
         sources = list(model) if isinstance(model, list | tuple) else [model]
         if not sources:
@@ -144,7 +144,8 @@ class MACECalculator(Calculator):
             if accelerate is not None:
                 raise ConfigError(
                     "edge_chunk trades time for memory by recomputing messages, which CUDA "
-                    "graphs and compilation do not take; use accelerate=None with edge_chunk."
+                    "graphs and compilation do not take; leave accelerate unset (None; "
+                    "accelerate=null on the command line) with edge_chunk."
                 )
             for member, _ in self.members:
                 member.set_edge_chunk(edge_chunk)

@@ -4,15 +4,21 @@ Problems a user can fix (:class:`macelab.errors.MacelabError`) end the program w
 one-paragraph message on stderr and exit status 2, without a Python traceback. Set
 ``MACELAB_DEBUG=1`` (or Hydra's ``HYDRA_FULL_ERROR=1``) to see the traceback too.
 Anything else is a bug: it keeps its traceback.
+
+Output is one line per log record (:func:`tidy_output`): Lightning's messages go through
+Hydra's handlers (terminal and the run's log file) only, without Lightning's own copy, its
+product tips, or warnings about Lightning's own code that a user cannot act on.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import sys
 import textwrap
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +62,7 @@ def user_errors_exit(main: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        tidy_output()
         try:
             return main(*args, **kwargs)
         except BaseException as error:  # re-raised below unless it is a user error
@@ -66,6 +73,59 @@ def user_errors_exit(main: Callable[..., Any]) -> Callable[..., Any]:
             raise SystemExit(EXIT_USER_ERROR) from None
 
     return wrapper
+
+
+# Lightning's loggers: the package logger has its own console handler besides propagating to
+# the root logger (Hydra's), so each record printed twice; lightning.pytorch and
+# lightning.fabric add one and stop propagating when imported before logging is configured.
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+# Lightning's advertisements for its cloud products (litlogger, litmodels), logged as INFO.
+TIP_PREFIX = "💡 Tip:"
+# Warnings raised inside third-party code about that code (deprecated calls between torch and
+# Lightning), which nothing in a user's config or command changes.
+UNACTIONABLE_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(TIP_PREFIX)
+
+
+_DROP_TIPS = _DropTips()
+
+
+def tidy_output() -> None:
+    """Make the output of an entry point one line per record, without tips or noise.
+
+    Called by :func:`user_errors_exit` when an entry point starts (after Hydra configured
+    logging); the entry points that train import Lightning first so that this finds its
+    handlers. Without handlers on the root logger (a library user's own script), Lightning's
+    handlers are left alone, so its messages still show.
+    """
+    if logging.getLogger().handlers:
+        for name in LIGHTNING_LOGGERS:
+            if name.split(".")[0] not in sys.modules:
+                continue
+            logger = logging.getLogger(name)
+            for handler in list(logger.handlers):
+                if not isinstance(handler, logging.FileHandler):
+                    logger.removeHandler(handler)
+            logger.propagate = True
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if _DROP_TIPS not in logger.filters:
+            logger.addFilter(_DROP_TIPS)
+    for message in UNACTIONABLE_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
+def progress_bar(setting: Any = "auto") -> bool:
+    """``trainer.enable_progress_bar``: ``auto`` shows the bar on a terminal only. In a file
+    or a CI log a progress bar leaves only fragments of its last frame; the per-epoch log
+    lines (:class:`macelab.training.callbacks.EpochProgress`) say the same there."""
+    if str(setting).lower() == "auto":
+        return sys.stdout.isatty()
+    return bool(setting)
 
 
 def _in_multirun() -> bool:

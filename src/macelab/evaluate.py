@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import lightning  # noqa: F401 (imported before Hydra's logging setup: macelab.cli.tidy_output)
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from macelab.cli import prepare_argv, user_errors_exit
+from macelab.cli import prepare_argv, progress_bar, user_errors_exit
 from macelab.config import CONFIG_DIR, to_dict
 
 log = logging.getLogger("macelab.evaluate")
@@ -33,6 +34,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     from macelab.analysis.parity import save_parity_plots, save_predictions
     from macelab.precision import apply_precision, default_dtype, trainer_precision_kwargs
     from macelab.training.artifact import is_artifact, load_artifact
+    from macelab.training.callbacks import EpochProgress
     from macelab.training.checkpoint import read_checkpoint, stored_dtype
     from macelab.training.module import MACELightningModule
     from macelab.training.results import paper_results, write_results
@@ -107,6 +109,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         inference_mode=False,
         use_distributed_sampler=False,
         enable_model_summary=False,
+        enable_progress_bar=progress_bar(),
+        callbacks=[EpochProgress(logger=log.name)],  # a line per test set, in files too
         default_root_dir=str(output_dir),
         limit_test_batches=cfg.get("limit_test_batches"),
     )

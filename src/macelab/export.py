@@ -69,6 +69,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -222,7 +223,9 @@ def export_pt2(model: torch.nn.Module, path: str | Path, *, compute_stress: bool
     """Write ``model`` as a ``.pt2`` ExportedProgram (see the module docstring)."""
     program = exported_program(model, compute_stress=compute_stress)
     extra = {METADATA_FILE: json.dumps(metadata(model, compute_stress))}
-    torch.export.save(program, str(path), extra_files=extra)
+    with warnings.catch_warnings():  # torch's, about its own archive format: harmless here
+        warnings.filterwarnings("ignore", message="No complete tensor found in the group")
+        torch.export.save(program, str(path), extra_files=extra)
     return Path(path)
 
 
@@ -271,9 +274,11 @@ def export_torchscript(model: torch.nn.Module, path: str | Path) -> Path:
     its own models (e3nn's ``jit.compile``: e3nn blocks scripted or traced as they ask)."""
     from e3nn.util import jit
 
+    from macelab._compat import quiet_e3nn_build
     from macelab.interop import to_mace_torch
 
-    scripted = jit.compile(to_mace_torch(model))
+    with quiet_e3nn_build():  # TorchScript's warnings about e3nn's classes: nothing to act on
+        scripted = jit.compile(to_mace_torch(model))
     extra = {METADATA_FILE: json.dumps(metadata(model, compute_stress=True))}
     torch.jit.save(scripted, str(path), _extra_files=extra)
     return Path(path)

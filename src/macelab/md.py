@@ -15,12 +15,14 @@ gives NaN (or meaningless) energies there, and the dynamics would go on with the
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
+from macelab._compat import thermalize
 from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR
 from macelab.errors import AtomsTooCloseError, ConfigError, DataError
@@ -44,18 +46,30 @@ def read_structure(path: str, frame: int):
         ) from error
 
 
+def precision_name(precision: Any) -> str:
+    """The name of ``cfg.precision``: a node of conf/precision (``precision=32`` on the
+    command line, as for training) or, in a hand-written config, the name itself."""
+    if isinstance(precision, Mapping):
+        return str(precision["name"])
+    return str(precision)
+
+
+def accelerate_option(value: Any) -> str | None:
+    """``accelerate`` as MACECalculator takes it: ``null`` (or ``none``) is None."""
+    if value is None or str(value).lower() in ("none", "null", ""):
+        return None
+    return str(value)
+
+
 def run_md(cfg: DictConfig) -> dict[str, Any]:
     """Run the dynamics of ``cfg`` (conf/md.yaml); returns a summary."""
     import numpy as np
     import torch
     from ase import units
+    from ase.constraints import FixCom
     from ase.io import write
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import (
-        MaxwellBoltzmannDistribution,
-        Stationary,
-        ZeroRotation,
-    )
+    from ase.md.velocitydistribution import Stationary, ZeroRotation
     from ase.md.verlet import VelocityVerlet
     from rich.progress import Progress
 
@@ -77,13 +91,13 @@ def run_md(cfg: DictConfig) -> dict[str, Any]:
     atoms.calc = MACECalculator(
         sources,
         device=device,
-        precision=str(cfg.precision),
-        accelerate=cfg.accelerate,
+        precision=precision_name(cfg.precision),
+        accelerate=accelerate_option(cfg.accelerate),
         trust_pickle=bool(cfg.get("trust_pickle", False)),
         min_distance=min_distance,
     )
     rng = np.random.default_rng(int(cfg.seed))
-    MaxwellBoltzmannDistribution(atoms, temperature_K=float(cfg.temperature_K), rng=rng)
+    thermalize(atoms, float(cfg.temperature_K), rng=rng)
     Stationary(atoms)
     if len(atoms) > 2 and not any(atoms.pbc):
         ZeroRotation(atoms)
@@ -91,11 +105,15 @@ def run_md(cfg: DictConfig) -> dict[str, Any]:
     if cfg.ensemble == "nve":
         dynamics = VelocityVerlet(atoms, timestep=timestep)
     else:
+        # the centre of mass held by a constraint, as ASE advises (Langevin's own fixcm
+        # does not sample NVT exactly, and is deprecated)
+        atoms.set_constraint(FixCom())
         dynamics = Langevin(
             atoms,
             timestep=timestep,
             temperature_K=float(cfg.temperature_K),
             friction=float(cfg.friction_per_fs) / units.fs,
+            fixcm=False,
             rng=rng,
         )
     trajectory = output_dir / "trajectory.extxyz"

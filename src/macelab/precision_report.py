@@ -17,8 +17,10 @@ Reported per precision (max and median over structures and transforms):
   float32 the isolated-atom sum alone rounds to ~0.5 meV/atom for heavy elements) and
   ``forces_rmse_meV_per_A`` against ``64``.
 
-Weights: a checkpoint (``--ckpt``, EMA weights) or a random model of the paper's shape
-(``--size paper|small|tiny``); the output says which. Writes ``precision_report.json``,
+Weights: a checkpoint (``--ckpt``, EMA weights) or a random model of a size of
+``conf/model/size`` (``--size paper`` is ``model/size=paper``: 256 channels, L <= 2;
+``--channels``, ``--max-L`` and ``--correlation`` change it); the output says which. A line
+per precision on stderr shows the progress. Writes ``precision_report.json``,
 ``precision_report.md`` and ``precision_report.png`` into ``--out``.
 """
 
@@ -28,6 +30,8 @@ import argparse
 import json
 import platform
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,23 +39,42 @@ from typing import Any
 import numpy as np
 import torch
 
-SIZES = {
-    "paper": {"channels": 256, "max_L": 2},
-    "small": {"channels": 64, "max_L": 1},
-    "tiny": {"channels": 16, "max_L": 1, "correlation": 2},
-}
+
+def model_sizes() -> dict[str, dict[str, int]]:
+    """``{name: {channels, max_L}}`` of ``conf/model/size/*.yaml``: the sizes that
+    ``model/size=<name>`` gives in training."""
+    import yaml
+
+    from macelab.config import config_dir
+
+    sizes = {}
+    for path in sorted((config_dir() / "model" / "size").glob("*.yaml")):
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        sizes[path.stem] = {key: int(values[key]) for key in ("channels", "max_L")}
+    return sizes
 
 
-def random_model(size: str, max_ell: int = 3, max_L: int | None = None):
-    """A MACE for H, C, N, O, Si with fixed random weights (float64); ``max_L`` overrides
-    the size's (a large-L model: ``max_L=3``)."""
+SIZES = model_sizes()
+
+
+def random_model(
+    size: str,
+    max_ell: int = 3,
+    max_L: int | None = None,
+    channels: int | None = None,
+    correlation: int = 3,
+):
+    """A MACE for H, C, N, O, Si with fixed random weights (float64), of ``model/size=size``;
+    ``max_L`` and ``channels`` override the size's (a large-L model: ``max_L=3``)."""
     from macelab.model import MACE
     from macelab.precision import default_dtype
 
     torch.manual_seed(0)
-    settings = {"correlation": 3, **SIZES[size]}
+    settings = {"correlation": correlation, **SIZES[size]}
     if max_L is not None:
         settings["max_L"] = max_L
+    if channels is not None:
+        settings["channels"] = channels
     with default_dtype(torch.float64):
         return MACE(
             atomic_numbers=[1, 6, 7, 8, 14],
@@ -110,16 +133,23 @@ def _orthogonal(rng: np.random.Generator, reflect: bool) -> np.ndarray:
 
 
 def measure(
-    model: torch.nn.Module, names: list[str], transforms: int, count: int, device: str
+    model: torch.nn.Module,
+    names: list[str],
+    transforms: int,
+    count: int,
+    device: str,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """The report's numbers per precision name (see the module docstring)."""
+    """The report's numbers per precision name (see the module docstring); ``progress``
+    receives a line per precision measured."""
     from macelab.precision.inference import for_inference
 
     systems = structures(count)
     reference, ref_context = for_inference(model, "64", device)
     refs = [_predict(reference, ref_context, atoms, device) for _, atoms in systems]
     results: dict[str, dict[str, float]] = {}
-    for name in names:
+    for number, name in enumerate(names, start=1):
+        started = time.perf_counter()
         runner, context = for_inference(model, name, device)
         rng = np.random.default_rng(0)
         e_eq, f_eq, e_err, i_err, f_err = [], [], [], [], []
@@ -149,6 +179,12 @@ def measure(
             "forces_rmse_meV_per_A_max": float(np.max(f_err)),
             "forces_rmse_meV_per_A_median": float(np.median(f_err)),
         }
+        if progress is not None:
+            seconds = time.perf_counter() - started
+            progress(
+                f"[{number}/{len(names)}] {name}: {len(systems)} structures x "
+                f"{transforms + 1} orientations in {seconds:.0f} s"
+            )
     return results
 
 
@@ -210,12 +246,9 @@ def _program_name() -> str:
     return script if script.startswith("macelab-") else "python -m macelab.precision_report"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``macelab-precision-report`` console script and ``python -m
-    macelab.precision_report``: parse ``argv`` (default: the command line), measure, write."""
-    from macelab.cli import user_errors_exit
-    from macelab.precision import precision_names
-
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``macelab-precision-report`` / ``python -m
+    macelab.precision_report``."""
     parser = argparse.ArgumentParser(prog=_program_name(), description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/precision_report"))
     parser.add_argument("--ckpt", default=None, help="a macelab checkpoint (else random)")
@@ -225,14 +258,30 @@ def main(argv: list[str] | None = None) -> int:
         help="load a checkpoint that holds more than tensors (runs code from it: trusted "
         "files only; docs/security.md)",
     )
-    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument(
+        "--size", choices=sorted(SIZES), default="tiny", help="as model/size= (random weights)"
+    )
+    parser.add_argument("--channels", type=int, default=None, help="override the size's")
     parser.add_argument("--max-ell", type=int, default=3)
     parser.add_argument("--max-L", type=int, default=None, help="override the size's max_L")
+    parser.add_argument("--correlation", type=int, default=3)
     parser.add_argument("--precisions", default=None, help="comma list (default: all)")
     parser.add_argument("--structures", type=int, default=2, help="frames per data set")
     parser.add_argument("--transforms", type=int, default=4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``macelab-precision-report`` console script and ``python -m
+    macelab.precision_report``: parse ``argv`` (default: the command line), measure, write."""
+    from macelab.cli import user_errors_exit
+    from macelab.precision import precision_names
+
+    args = build_parser().parse_args(argv)
+
+    def say(line: str) -> None:  # progress on stderr; the report itself goes to stdout
+        print(f"precision_report: {line}", file=sys.stderr, flush=True)
 
     @user_errors_exit
     def run() -> None:
@@ -242,14 +291,19 @@ def main(argv: list[str] | None = None) -> int:
             model, _ = load_model(args.ckpt, trust_pickle=args.trust_pickle)
             weights = f"trained: {args.ckpt}"
         else:
-            model = random_model(args.size, args.max_ell, args.max_L)
             max_L = args.max_L if args.max_L is not None else SIZES[args.size]["max_L"]
+            channels = args.channels or SIZES[args.size]["channels"]
+            say(f"building a random model/size={args.size} model ({channels} channels)")
+            model = random_model(
+                args.size, args.max_ell, args.max_L, args.channels, args.correlation
+            )
             weights = (
-                f"random weights, {args.size} model ({SIZES[args.size]['channels']} channels, "
-                f"max_L {max_L}, max_ell {args.max_ell})"
+                f"random weights, model/size={args.size} ({channels} channels, max_L {max_L}, "
+                f"max_ell {args.max_ell}, correlation {args.correlation})"
             )
         names = args.precisions.split(",") if args.precisions else precision_names()
-        results = measure(model, names, args.transforms, args.structures, args.device)
+        say(f"measuring {len(names)} precisions against float64")
+        results = measure(model, names, args.transforms, args.structures, args.device, say)
         device = torch.cuda.get_device_name() if args.device == "cuda" else platform.machine()
         report = {
             "weights": weights,

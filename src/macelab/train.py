@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import lightning  # noqa: F401 (imported before Hydra's logging setup: macelab.cli.tidy_output)
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from macelab.cli import prepare_argv, user_errors_exit
+from macelab.cli import prepare_argv, progress_bar, user_errors_exit
 from macelab.config import CONFIG_DIR, to_dict
 
 log = logging.getLogger("macelab.train")
@@ -55,7 +56,7 @@ def fit_and_test(cfg: DictConfig) -> TrainingOutcome:
     import torch
     from hydra.utils import instantiate
 
-    from macelab._compat import lightning_loading
+    from macelab._compat import e3nn_torchscript, lightning_loading
     from macelab.precision import (
         apply_precision,
         default_dtype,
@@ -75,10 +76,23 @@ def fit_and_test(cfg: DictConfig) -> TrainingOutcome:
     check_optimized_metric(cfg.get("optimized_metric"))
     output_dir = Path(cfg.paths.output_dir)
     check_config_types(cfg)
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(int(cfg.cpu_threads))
     L.seed_everything(cfg.seed, workers=True)
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
     trainer_precision = apply_precision(cfg.precision, "cpu" if on_cpu else "cuda")
+
+    # Fine-tuning: the pretrained model is loaded first, so that without pretrained.refit_e0s
+    # its E0s are the data's (the new data then needs no isolated-atom configurations).
+    from macelab.training import finetune
+
+    pretrained_cfg = cfg.get("pretrained")
+    pretrained = finetune.load_pretrained_model(pretrained_cfg) if pretrained_cfg else None
+    refit = bool(pretrained_cfg.get("refit_e0s", True)) if pretrained_cfg else True
+    if pretrained is not None and not refit:
+        with open_dict(cfg):
+            cfg.data.e0s = finetune.pretrained_e0s(pretrained)
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -107,6 +121,7 @@ def fit_and_test(cfg: DictConfig) -> TrainingOutcome:
         plugins.append(instantiate(cfg.checkpoint_io))
     trainer: L.Trainer = instantiate(
         cfg.trainer,
+        enable_progress_bar=progress_bar(cfg.trainer.get("enable_progress_bar", "auto")),
         callbacks=callbacks,
         logger=loggers or False,
         plugins=plugins or None,
@@ -122,16 +137,18 @@ def fit_and_test(cfg: DictConfig) -> TrainingOutcome:
         silence_synced_metric_warnings()
     # Build the model in the dtype its weights are kept in, so that a checkpoint's float64
     # weights are never rounded through float32 on the way back in.
-    from macelab.training import finetune
-
-    pretrained = finetune.load_pretrained(cfg.get("pretrained"), datamodule.statistics)
     model_cfg = to_dict(cfg.model)
     if pretrained is not None:
-        refit = bool(cfg.pretrained.get("refit_e0s", True))
+        pretrained = finetune.select_elements(pretrained_cfg, pretrained, datamodule.statistics)
         model_cfg = finetune.model_config(pretrained, datamodule.statistics, refit)
         for key in ("backend", "fused_convolution"):  # how, not what
             model_cfg[key] = to_dict(cfg.model).get(key)
-    with default_dtype(parameter_dtype(cfg.precision)):
+    with (
+        default_dtype(parameter_dtype(cfg.precision)),
+        e3nn_torchscript(
+            use_torchscript(cfg.get("e3nn_torchscript", "auto"), on_cpu, trainer_precision)
+        ),
+    ):
         module = MACELightningModule(
             model=model_cfg,
             statistics=datamodule.statistics.to_dict(),
@@ -166,14 +183,16 @@ def fit_and_test(cfg: DictConfig) -> TrainingOutcome:
         fit_metrics = _fit_metrics(trainer)
 
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-        with lightning_loading(trainer.test, trust_pickle) as weights_only:
-            trainer.test(
-                module, datamodule=datamodule, ckpt_path=best, verbose=False, **weights_only
-            )
+        if datamodule.test_set_names:  # data=xyz without data.test_files has none
+            with lightning_loading(trainer.test, trust_pickle) as weights_only:
+                trainer.test(
+                    module, datamodule=datamodule, ckpt_path=best, verbose=False, **weights_only
+                )
     results = module.test_results
     if trainer.is_global_zero:
         paper = paper_results(cfg.get("benchmark"))
-        table = write_results(output_dir, results, paper, title=f"{cfg.task_name}: test sets")
+        title = f"{cfg.task_name}: test sets"
+        table = write_results(output_dir, results, paper, title, note=cfg.get("results_note"))
         info = {
             "train_seconds": train_seconds,
             "num_parameters": num_parameters,
@@ -246,6 +265,20 @@ def optimized_metric(metrics: dict[str, float], name: str | None) -> float | Non
     if not math.isfinite(value):
         log.warning("optimized_metric %s is %s", name, value)
     return value
+
+
+def use_torchscript(setting: Any, on_cpu: bool, trainer_precision: Any) -> bool:
+    """``e3nn_torchscript``: true, false, or ``auto``: off on a CPU in plain float32/float64
+    (what it costs there: conf/train.yaml), on otherwise, autocast included (e3nn's plain
+    ``torch.fx`` code mixes dtypes in ``tensordot`` under autocast; the scripted code not)."""
+    if str(setting).lower() == "auto":
+        plain = isinstance(trainer_precision, str) and trainer_precision in ("32-true", "64-true")
+        return not (on_cpu and plain)
+    if isinstance(setting, bool):
+        return setting
+    from macelab.errors import ConfigError
+
+    raise ConfigError(f"e3nn_torchscript={setting!r}; choose auto, true or false.")
 
 
 def check_config_types(cfg: DictConfig) -> None:

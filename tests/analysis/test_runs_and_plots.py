@@ -71,6 +71,8 @@ def test_load_runs_keeps_what_varied_and_every_metric(sweep):
     assert runs.loc[0, "train_seconds"] == 12.5
     kept = load_runs(sweep, keep_config=["model.channels"])
     assert "model.channels" in kept.columns
+    # kept, but the same in every run: not reported as varied (the sweep notebook did)
+    assert set(varied_columns(kept)) == {"precision.name", "model.correlation"}
 
 
 def test_find_run_folders_on_a_single_run(sweep):

@@ -130,7 +130,7 @@ def test_set_backend_switches_the_convolution():
     from macelab.kernels import set_backend
     from macelab.precision_report import random_model
 
-    model = random_model("tiny")
+    model = random_model("tiny", correlation=2)
     convs = [m.conv_backend for m in set_backend(model, "triton").interactions]
     assert convs == ["triton"] * len(model.interactions)
     set_backend(model, "triton", convolution=False)
@@ -148,7 +148,7 @@ def test_edge_chunk_with_the_fused_convolution_is_reported(caplog):
     from macelab.kernels import set_backend
     from macelab.precision_report import random_model
 
-    model = random_model("tiny")
+    model = random_model("tiny", correlation=2)
     model.set_edge_chunk(100)
     assert "edge_chunk is not used" not in caplog.text
     set_backend(model, "triton")
@@ -173,7 +173,7 @@ def test_fused_convolution_where_triton_cannot_run(monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("Triton runs on this machine's GPU")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    model = random_model("tiny")
+    model = random_model("tiny", correlation=2)
     with pytest.raises(ValueError, match=r"fused convolution .* cannot run"):
         set_backend(model, "e3nn", convolution=True)
     with pytest.raises(ConfigError, match=r"model\.fused_convolution=True"):

@@ -7,13 +7,13 @@ import torch
 from .helpers import batch, graph, read_molecule, relative_error, silicon_cell, small_model
 
 
-def test_batch_equals_singles(shared_data_root):
+def test_batch_equals_singles():
     model = small_model(seed=4, num_interactions=3, correlation=[3, 2, 1])
     structures = [
-        read_molecule(shared_data_root, "3bpa", 0),
-        read_molecule(shared_data_root, "ethanol", 4),
+        read_molecule("3bpa", 0),
+        read_molecule("ethanol", 4),
         silicon_cell(seed=1),
-        read_molecule(shared_data_root, "acac", 2),
+        read_molecule("acac", 2),
     ]
     together = model(batch(structures), compute_forces=True, compute_stress=True)
     start = 0

@@ -21,8 +21,8 @@ def model() -> MACE:
     return small_model(seed=6, channels=6, max_L=1)
 
 
-def test_molecule_matches_model(shared_data_root, model):
-    atoms = read_molecule(shared_data_root, "3bpa", 1)
+def test_molecule_matches_model(model):
+    atoms = read_molecule("3bpa", 1)
     atoms.calc = MACECalculator(model)
     expected = model(batch([atoms]))
     assert atoms.get_potential_energy() == pytest.approx(
@@ -45,8 +45,8 @@ def test_periodic_stress_matches_model(model):
     assert relative_error(atoms.get_forces(), expected["forces"]) < 1e-13
 
 
-def test_recomputes_when_atoms_move(shared_data_root, model):
-    atoms = read_molecule(shared_data_root, "ethanol")
+def test_recomputes_when_atoms_move(model):
+    atoms = read_molecule("ethanol")
     atoms.calc = MACECalculator(model)
     first = atoms.get_potential_energy()
     assert atoms.get_potential_energy() == first
@@ -56,8 +56,8 @@ def test_recomputes_when_atoms_move(shared_data_root, model):
     assert moved == pytest.approx(float(model(batch([atoms]))["energy"][0].detach()), abs=1e-12)
 
 
-def test_float32_precision(shared_data_root, model):
-    atoms = read_molecule(shared_data_root, "acac", 3)
+def test_float32_precision(model):
+    atoms = read_molecule("acac", 3)
     calc64, calc32 = MACECalculator(model, precision="64"), MACECalculator(model, precision=32)
     assert calc32.model.dtype == torch.float32 and model.dtype == torch.float64
     e64 = calc64.get_potential_energy(atoms)
@@ -94,9 +94,9 @@ def test_model_refuses_unknown_elements(model):
         model(batch([atoms]))
 
 
-def test_skin_neighbour_list_is_reused_and_exact(shared_data_root, model):
+def test_skin_neighbour_list_is_reused_and_exact(model):
     """Small moves reuse the list built at r_max + skin; results equal a fresh list's."""
-    atoms = read_molecule(shared_data_root, "3bpa")
+    atoms = read_molecule("3bpa")
     reused = MACECalculator(model, skin=0.5)
     fresh = MACECalculator(model, skin=0.0)
     rng = np.random.default_rng(0)

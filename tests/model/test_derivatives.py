@@ -21,9 +21,9 @@ def _energy(model: MACE, atoms: Atoms) -> float:
     return float(model(batch([atoms]), compute_forces=False)["energy"].detach())
 
 
-def test_forces_are_minus_energy_gradient(shared_data_root, model):
+def test_forces_are_minus_energy_gradient(model):
     """Central finite differences (h = 1e-5 Å) of the energy on 3BPA (27 atoms)."""
-    atoms = read_molecule(shared_data_root, "3bpa", index=2)
+    atoms = read_molecule("3bpa", index=2)
     forces = model(batch([atoms]), compute_forces=True)["forces"].detach().numpy()
     h = 1e-5
     rng = np.random.default_rng(0)
@@ -57,8 +57,8 @@ def test_stress_is_strain_derivative(model):
         assert abs(numerical - stress[i, j]) < 1e-7 + 1e-6 * abs(stress[i, j])
 
 
-def test_stress_of_molecules_is_zero_and_virials_finite(shared_data_root, model):
-    atoms = read_molecule(shared_data_root, "ethanol")
+def test_stress_of_molecules_is_zero_and_virials_finite(model):
+    atoms = read_molecule("ethanol")
     out = model(batch([atoms]), compute_stress=True)
     assert torch.equal(out["stress"], torch.zeros(1, 3, 3))
     assert torch.isfinite(out["virials"]).all()
@@ -86,9 +86,9 @@ def test_energy_smooth_across_cutoff(model):
 
 
 @pytest.mark.parametrize("training", [False, True])
-def test_forces_graph_only_when_training(shared_data_root, model, training):
+def test_forces_graph_only_when_training(model, training):
     """training=True keeps the derivative's graph (a force loss can be backpropagated)."""
-    atoms = read_molecule(shared_data_root, "ethanol")
+    atoms = read_molecule("ethanol")
     out = model(batch([atoms]), compute_forces=True, training=training)
     assert out["forces"].requires_grad == training
     if training:
@@ -98,9 +98,9 @@ def test_forces_graph_only_when_training(shared_data_root, model, training):
         model.zero_grad()
 
 
-def test_forces_under_no_grad(shared_data_root, model):
+def test_forces_under_no_grad(model):
     """Validation loops run under torch.no_grad; forces still come from autograd."""
-    atoms = read_molecule(shared_data_root, "ethanol")
+    atoms = read_molecule("ethanol")
     reference = model(batch([atoms]))["forces"]
     with torch.no_grad():
         out = model(batch([atoms]))

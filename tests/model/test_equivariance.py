@@ -51,8 +51,8 @@ def _transformed(atoms: Atoms, rotation: np.ndarray, translation: np.ndarray) ->
 
 @pytest.mark.parametrize("molecule", ["3bpa", "acac", "ethanol"])
 @pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "improper"])
-def test_energy_invariant_forces_equivariant(shared_data_root, model, molecule, reflect):
-    atoms = read_molecule(shared_data_root, molecule, index=3)
+def test_energy_invariant_forces_equivariant(model, molecule, reflect):
+    atoms = read_molecule(molecule, index=3)
     rotation = random_orthogonal(seed=len(molecule), reflect=reflect)
     translation = np.array([3.1, -7.2, 0.4])
     reference = _predict(model, atoms)
@@ -63,8 +63,8 @@ def test_energy_invariant_forces_equivariant(shared_data_root, model, molecule, 
 
 
 @pytest.mark.parametrize("molecule", ["3bpa", "acac"])
-def test_permutation(shared_data_root, model, reduced_model, molecule):
-    atoms = read_molecule(shared_data_root, molecule, index=5)
+def test_permutation(model, reduced_model, molecule):
+    atoms = read_molecule(molecule, index=5)
     permutation = np.random.default_rng(7).permutation(len(atoms))
     for m in (model, reduced_model):
         reference = _predict(m, atoms)
@@ -105,10 +105,10 @@ def test_periodic_image_invariance(model):
 
 
 @pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "improper"])
-def test_hidden_features_equivariant(shared_data_root, reduced_model, reflect):
+def test_hidden_features_equivariant(reduced_model, reflect):
     """The L = 1, 2 features of the first layer transform with their Wigner D matrices
     (parity included), so kernels that replace a stage can be checked feature by feature."""
-    atoms = read_molecule(shared_data_root, "acac", index=1)
+    atoms = read_molecule("acac", index=1)
     rotation = random_orthogonal(seed=5, reflect=reflect)
     captured: list[torch.Tensor] = []
     hook = reduced_model.products[0].register_forward_hook(

@@ -130,11 +130,11 @@ def test_backward_uses_the_dequantized_weights_and_training_is_refused():
         layer.train()(x)
 
 
-def _molecule(shared_data_root, name="3bpa"):
-    return read_molecule(shared_data_root, name)
+def _molecule(name="3bpa"):
+    return read_molecule(name)
 
 
-def test_quantize_readout_touches_only_the_readouts(shared_data_root):
+def test_quantize_readout_touches_only_the_readouts():
     model = small_model().eval()
     int8 = quantize_readout(copy.deepcopy(model))
     assert readout_format(model) == "float" and readout_format(int8) == "int8"
@@ -145,7 +145,7 @@ def test_quantize_readout_touches_only_the_readouts(shared_data_root):
         if not key.startswith("readouts."):
             assert torch.equal(value, float_state[key]), key
 
-    g = graph(_molecule(shared_data_root))
+    g = graph(_molecule())
     exact = model(g, compute_forces=True)
     quantized = int8(g, compute_forces=True)
     reference = dequantized_copy(int8)(g, compute_forces=True)
@@ -158,21 +158,21 @@ def test_quantize_readout_touches_only_the_readouts(shared_data_root):
     assert relative_error(quantized["forces"], exact["forces"]) < 0.05
 
 
-def test_linear_readout_forces_are_exactly_the_dequantized_models(shared_data_root):
+def test_linear_readout_forces_are_exactly_the_dequantized_models():
     """One interaction: only a linear readout, so the straight-through forces are exactly
     -dE/dr of the model with dequantised weights."""
     int8 = quantize_readout(small_model(num_interactions=1, correlation=2).eval())
-    g = graph(_molecule(shared_data_root, "ethanol"))
+    g = graph(_molecule("ethanol"))
     quantized = int8(g, compute_forces=True)
     reference = dequantized_copy(int8)(g, compute_forces=True)
     assert relative_error(quantized["forces"], reference["forces"]) < 1e-12
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_symmetry_errors_stay_at_the_float_models_level(shared_data_root, dtype):
+def test_symmetry_errors_stay_at_the_float_models_level(dtype):
     model = small_model().eval().to(dtype)
     int8 = quantize_readout(copy.deepcopy(model))
-    atoms = _molecule(shared_data_root)
+    atoms = _molecule()
     errors = {}
     for label, m in (("float", model), ("int8", int8)):
         worst = [0.0, 0.0]
@@ -193,22 +193,22 @@ def test_symmetry_errors_stay_at_the_float_models_level(shared_data_root, dtype)
         assert errors["int8"][quantity] <= 10 * errors["float"][quantity] + floor, errors
 
 
-def test_an_atoms_energy_does_not_depend_on_its_batch(shared_data_root):
+def test_an_atoms_energy_does_not_depend_on_its_batch():
     """Per-atom activation scales: a molecule batched with others keeps its INT8 energy."""
     int8 = quantize_readout(small_model().eval())
-    small, large = _molecule(shared_data_root, "ethanol"), _molecule(shared_data_root, "3bpa")
+    small, large = _molecule("ethanol"), _molecule("3bpa")
     alone = int8(graph(small), compute_forces=True)
     together = int8(batch([small, large]), compute_forces=True)
     assert abs(float(together["energy"][0] - alone["energy"][0])) < 1e-9
     assert relative_error(together["forces"][: len(small)], alone["forces"]) < 1e-12
 
 
-def test_forces_integrate_to_the_int8_energy_along_a_path(shared_data_root):
+def test_forces_integrate_to_the_int8_energy_along_a_path():
     """-dE/dr, loosely: the work of the INT8 forces along a 0.1 Å path equals the INT8
     energy change up to the energy's own rounding (its distance to the dequantised model)."""
     int8 = quantize_readout(small_model().eval())
     reference = dequantized_copy(int8)
-    atoms = _molecule(shared_data_root)
+    atoms = _molecule()
     rng = np.random.default_rng(0)
     direction = rng.normal(size=atoms.positions.shape)
     direction *= 0.1 / np.abs(direction).max()
@@ -229,12 +229,12 @@ def test_forces_integrate_to_the_int8_energy_along_a_path(shared_data_root):
     assert abs(work) > 1e-3  # the path is long enough to test something
 
 
-def test_state_dict_round_trip_through_a_float_model(shared_data_root, tmp_path):
+def test_state_dict_round_trip_through_a_float_model(tmp_path):
     int8 = quantize_readout(small_model(seed=0).eval())
     fresh = small_model(seed=1).eval()  # other weights, float readouts
     fresh.load_state_dict(int8.state_dict())
     assert readout_format(fresh) == "int8"
-    g = graph(_molecule(shared_data_root))
+    g = graph(_molecule())
     a, b = int8(g, compute_forces=True), fresh(g, compute_forces=True)
     assert torch.equal(a["energy"], b["energy"]) and torch.equal(a["forces"], b["forces"])
     path = tmp_path / "model.pt"

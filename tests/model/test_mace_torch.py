@@ -104,12 +104,12 @@ def quick_e3nn_builds():
 
 
 @pytest.fixture(scope="module")
-def structures(shared_data_root):
+def structures():
     """3BPA (H C N O), ethanol and a periodic Si cell with C and O: every element, in one
     batch with molecules and a cell."""
     return [
-        read_molecule(shared_data_root, "3bpa", 4),
-        read_molecule(shared_data_root, "ethanol", 2),
+        read_molecule("3bpa", 4),
+        read_molecule("ethanol", 2),
         silicon_cell(seed=5),
     ]
 

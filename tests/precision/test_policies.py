@@ -30,7 +30,7 @@ LOW_BOUND = 0.5  # every policy
 
 @pytest.fixture(scope="module")
 def model():
-    return random_model("tiny")
+    return random_model("tiny", correlation=2)
 
 
 def test_shipped_policies_are_listed():
@@ -228,6 +228,8 @@ def test_report_writes_its_files(tmp_path):
         str(out),
         "--size",
         "tiny",
+        "--correlation",
+        "2",
         "--structures",
         "1",
         "--transforms",

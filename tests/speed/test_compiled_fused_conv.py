@@ -14,9 +14,15 @@ from macelab.kernels import set_backend
 from tests.model.helpers import batch, graph, read_molecule, small_model
 from tests.speed.test_compiled_train import _check, _labelled_batch, _loss
 
+# Two molecules of different sizes (3 and 5 atoms: neighbour counts 2 and 4, so the kernels'
+# masked loops over neighbours are exercised): Triton's interpreter runs every kernel
+# instance in Python, at a cost of atoms x the largest neighbour count. Ethanol in place of
+# water (9 atoms, 8 neighbours each) made these tests 3-4x slower and checked nothing more.
+SMALL = ("H2O", "HCOOH")
+
 
 def _small_labelled_batch():
-    """Ethanol and formic acid with arbitrary labels (a nonzero loss whose gradients reach
+    """Water and formic acid with arbitrary labels (a nonzero loss whose gradients reach
     every weight): small enough for Triton's interpreter."""
     from ase.calculators.singlepoint import SinglePointCalculator
     from torch_geometric.data import Batch
@@ -24,7 +30,7 @@ def _small_labelled_batch():
     from macelab.data.graph import atoms_to_graph
 
     rng = np.random.default_rng(0)
-    structures = [molecule("CH3CH2OH"), molecule("HCOOH")]
+    structures = [molecule(name) for name in SMALL]
     for atoms in structures:
         forces = rng.normal(size=(len(atoms), 3))
         atoms.calc = SinglePointCalculator(atoms, energy=-3.0 * len(atoms), forces=forces)
@@ -82,7 +88,7 @@ def test_compiled_potential_runs_the_fused_kernels(interpret_triton, launches):
     from macelab.speed.compiled import CompiledPotential
 
     model = small_model(channels=4, max_L=1, max_ell=2, correlation=2).eval()
-    inputs = batch([molecule("CH3CH2OH"), molecule("HCOOH")])
+    inputs = batch([molecule(name) for name in SMALL])
     expected = model(inputs, compute_forces=True)
     potential = CompiledPotential(_fused(model), backend="aot_eager")
     launches.clear()
@@ -95,7 +101,7 @@ def test_compiled_potential_runs_the_fused_kernels(interpret_triton, launches):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("kind", ["train", "potential"])
-def test_compiled_fused_convolution_on_gpu(kind, shared_data_root):
+def test_compiled_fused_convolution_on_gpu(kind):
     """Inductor around the custom operator, replayed from CUDA graphs: rounding level."""
     pytest.importorskip("triton")
     from macelab.speed.compiled import CompiledPotential
@@ -104,7 +110,7 @@ def test_compiled_fused_convolution_on_gpu(kind, shared_data_root):
     model = small_model().cuda()
     if kind == "train":
         model.train()
-        inputs = _labelled_batch(shared_data_root).to("cuda")
+        inputs = _labelled_batch().to("cuda")
         step = CompiledTrainStep(_fused(model), _loss())
         set_backend(model, "e3nn", convolution=False)
         for _ in range(2):
@@ -112,7 +118,7 @@ def test_compiled_fused_convolution_on_gpu(kind, shared_data_root):
         assert step.num_programs == 1
         return
     model.eval()
-    inputs = graph(read_molecule(shared_data_root, "3bpa")).to("cuda")
+    inputs = graph(read_molecule("3bpa")).to("cuda")
     expected = model(inputs, compute_forces=True)
     potential = CompiledPotential(_fused(model))
     for _ in range(2):

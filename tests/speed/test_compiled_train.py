@@ -13,9 +13,9 @@ from macelab.data.graph import atoms_to_graph
 from tests.model.helpers import read_molecule, small_model
 
 
-def _labelled_batch(root, index: int = 5) -> Batch:
+def _labelled_batch(index: int = 5) -> Batch:
     """An AcAc and a 3BPA molecule with their reference energies and forces."""
-    molecules = [read_molecule(root, name, index) for name in ("acac", "3bpa")]
+    molecules = [read_molecule(name, index) for name in ("acac", "3bpa")]
     return Batch.from_data_list([atoms_to_graph(m, 5.0, read_labels=True) for m in molecules])
 
 
@@ -46,29 +46,29 @@ def _check(model, step, loss_fn, inputs, rtol: float, atol: float) -> None:
 
 
 @pytest.mark.slow
-def test_compiled_train_step_matches_eager_and_follows_the_weights(shared_data_root):
+def test_compiled_train_step_matches_eager_and_follows_the_weights():
     """Same loss, forces and gradients as eager; after an optimiser step the same program
     (one bucket) sees the new weights: they are inputs of the program, not constants."""
     from macelab.speed.compiled_train import CompiledTrainStep
 
     model, loss_fn = small_model(channels=4, max_L=1, correlation=2).train(), _loss()
-    inputs = _labelled_batch(shared_data_root)
+    inputs = _labelled_batch()
     step = CompiledTrainStep(model, loss_fn, backend="aot_eager")
     _check(model, step, loss_fn, inputs, rtol=1e-10, atol=1e-12)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     optimizer.step()  # uses the compiled step's gradients
-    _check(model, step, loss_fn, _labelled_batch(shared_data_root, index=7), 1e-10, 1e-12)
+    _check(model, step, loss_fn, _labelled_batch(index=7), 1e-10, 1e-12)
     assert step.num_programs == 1
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_compiled_train_step_on_gpu_matches_eager(shared_data_root):
+def test_compiled_train_step_on_gpu_matches_eager():
     """Inductor's fused program replayed from a CUDA graph, float64: rounding level."""
     from macelab.speed.compiled_train import CompiledTrainStep
 
     model, loss_fn = small_model().cuda().train(), _loss()
-    inputs = _labelled_batch(shared_data_root).to("cuda")
+    inputs = _labelled_batch().to("cuda")
     step = CompiledTrainStep(model, loss_fn)
     for _ in range(2):
         _check(model, step, loss_fn, inputs, rtol=1e-8, atol=1e-10)
@@ -88,7 +88,7 @@ def test_compiled_train_step_refuses_precision_policies():
         CompiledTrainStep(model, _loss(), backend="aot_eager")
 
 
-def test_compiled_train_step_refuses_autocast(shared_data_root):
+def test_compiled_train_step_refuses_autocast():
     """bf16-mixed (autocast) met when the first step is traced: a ValueError naming the
     precisions the compiled step takes (the CLI turns it into a one-paragraph error)."""
     from macelab.speed.compiled_train import CompiledTrainStep
@@ -96,5 +96,5 @@ def test_compiled_train_step_refuses_autocast(shared_data_root):
     model = small_model(channels=4, max_L=1, correlation=2).train()
     step = CompiledTrainStep(model, _loss(), backend="aot_eager")
     with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ValueError) as error:
-        step(_labelled_batch(shared_data_root))
+        step(_labelled_batch())
     assert "precision=32 or 64" in str(error.value)

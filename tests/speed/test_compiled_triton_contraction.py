@@ -12,7 +12,7 @@ from ase.build import molecule
 
 from macelab.kernels import set_backend
 from tests.model.helpers import batch, graph, read_molecule, small_model
-from tests.speed.test_compiled_fused_conv import _small_labelled_batch, interpret_triton
+from tests.speed.test_compiled_fused_conv import SMALL, _small_labelled_batch, interpret_triton
 from tests.speed.test_compiled_train import _check, _labelled_batch, _loss
 
 __all__ = ["interpret_triton"]  # the fixture, used by name
@@ -66,7 +66,7 @@ def test_compiled_potential_runs_the_triton_contraction(interpret_triton, kinds)
     from macelab.speed.compiled import CompiledPotential
 
     model = small_model(channels=4, max_L=1, max_ell=2, correlation=2).eval()
-    inputs = batch([molecule("CH3CH2OH"), molecule("HCOOH")])
+    inputs = batch([molecule(name) for name in SMALL])
     expected = model(inputs, compute_forces=True)
     potential = CompiledPotential(_triton(model), backend="aot_eager")
     kinds.clear()
@@ -79,7 +79,7 @@ def test_compiled_potential_runs_the_triton_contraction(interpret_triton, kinds)
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("kind", ["train", "potential"])
-def test_compiled_triton_contraction_on_gpu(kind, shared_data_root):
+def test_compiled_triton_contraction_on_gpu(kind):
     """Inductor around the custom operators (contraction and convolution), replayed from
     CUDA graphs: rounding level against the eager e3nn model."""
     pytest.importorskip("triton")
@@ -89,7 +89,7 @@ def test_compiled_triton_contraction_on_gpu(kind, shared_data_root):
     model = small_model().cuda()
     if kind == "train":
         model.train()
-        inputs = _labelled_batch(shared_data_root).to("cuda")
+        inputs = _labelled_batch().to("cuda")
         step = CompiledTrainStep(set_backend(model, "triton"), _loss())
         set_backend(model, "e3nn")
         for _ in range(2):
@@ -97,7 +97,7 @@ def test_compiled_triton_contraction_on_gpu(kind, shared_data_root):
         assert step.num_programs == 1
         return
     model.eval()
-    inputs = graph(read_molecule(shared_data_root, "3bpa")).to("cuda")
+    inputs = graph(read_molecule("3bpa")).to("cuda")
     expected = model(inputs, compute_forces=True)
     potential = CompiledPotential(set_backend(model, "triton"))
     for _ in range(2):

@@ -54,14 +54,14 @@ def test_padding_edges_are_spread_over_padding_atoms():
     assert int(degree.max()) <= PADDING_DEGREE and int(degree.min()) >= 1
 
 
-def test_padding_a_molecule_changes_nothing(shared_data_root):
+def test_padding_a_molecule_changes_nothing():
     model = small_model()
-    _check_padded(model, graph(read_molecule(shared_data_root, "3bpa")), stress=False)
+    _check_padded(model, graph(read_molecule("3bpa")), stress=False)
 
 
-def test_padding_a_batch_changes_nothing(shared_data_root):
+def test_padding_a_batch_changes_nothing():
     model = small_model()
-    molecules = [read_molecule(shared_data_root, name, 3) for name in ("acac", "ethanol", "3bpa")]
+    molecules = [read_molecule(name, 3) for name in ("acac", "ethanol", "3bpa")]
     _check_padded(model, batch(molecules), stress=False, growth=2.0)
 
 
@@ -70,10 +70,10 @@ def test_padding_a_periodic_cell_keeps_stress():
     _check_padded(model, batch([silicon_cell(0), silicon_cell(1)]), stress=True)
 
 
-def test_padding_gives_finite_parameter_gradients(shared_data_root):
+def test_padding_gives_finite_parameter_gradients():
     """Padding edges are longer than the cutoff: no NaN reaches the weights in training."""
     model = small_model()
-    inputs = graph(read_molecule(shared_data_root, "acac"))
+    inputs = graph(read_molecule("acac"))
     bucket = bucket_for(*graph_sizes(inputs))
     out = model(pad_graph(inputs, bucket, model.r_max, 1), compute_forces=True, training=True)
     loss = out["energy"][:1].square().sum() + out["forces"].square().sum()
@@ -84,12 +84,12 @@ def test_padding_gives_finite_parameter_gradients(shared_data_root):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_graphed_potential_matches_eager(shared_data_root):
+def test_graphed_potential_matches_eager():
     from macelab.speed.cuda_graphs import GraphedPotential
 
     model = small_model().cuda().eval()
     graphed = GraphedPotential(model)
-    atoms = read_molecule(shared_data_root, "3bpa")
+    atoms = read_molecule("3bpa")
     for step in range(4):  # a short "trajectory": same bucket, replayed
         atoms.positions += 0.01 * step
         inputs = graph(atoms).to("cuda")
@@ -100,9 +100,9 @@ def test_graphed_potential_matches_eager(shared_data_root):
     assert graphed.num_graphs_captured == 1
 
 
-def _labelled_batch(shared_data_root):
+def _labelled_batch():
     """Two molecules of two data sets, with their reference energies and forces."""
-    molecules = [read_molecule(shared_data_root, name, 5) for name in ("acac", "3bpa")]
+    molecules = [read_molecule(name, 5) for name in ("acac", "3bpa")]
     return batch(molecules)
 
 
@@ -112,13 +112,13 @@ def _loss():
     return EnergyForcesLoss(LossWeights(energy=1.0, forces=10.0))
 
 
-def test_padded_loss_and_gradients_equal_unpadded(shared_data_root):
+def test_padded_loss_and_gradients_equal_unpadded():
     """The training loss on a padded batch (padding graph without labels) and its gradients
     with respect to every weight equal those of the batch itself."""
     from macelab.speed.padding import PaddedBatch, pad_labels
 
     model, loss_fn = small_model(), _loss()
-    inputs = _labelled_batch(shared_data_root)
+    inputs = _labelled_batch()
     loss = loss_fn(model(inputs, compute_forces=True, training=True), inputs)["loss"]
     expected = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
     bucket = bucket_for(*graph_sizes(inputs))
@@ -136,11 +136,11 @@ def test_padded_loss_and_gradients_equal_unpadded(shared_data_root):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_graphed_train_step_matches_eager(shared_data_root):
+def test_graphed_train_step_matches_eager():
     from macelab.speed.train_step import GraphedTrainStep
 
     model, loss_fn = small_model().cuda().train(), _loss()
-    inputs = _labelled_batch(shared_data_root).to("cuda")
+    inputs = _labelled_batch().to("cuda")
     loss = loss_fn(model(inputs, compute_forces=True, training=True), inputs)["loss"]
     expected = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
     loss = loss.detach()  # no autograd graph may outlive its step into a capture
@@ -183,13 +183,13 @@ def test_compiled_potential_refuses_unknown_elements():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_compiled_potential_on_gpu_matches_eager(shared_data_root):
+def test_compiled_potential_on_gpu_matches_eager():
     """Inductor's fused kernels replayed from a CUDA graph, float64: rounding level."""
     from macelab.speed.compiled import CompiledPotential
 
     model = small_model().cuda().eval()
     potential = CompiledPotential(model)
-    atoms = read_molecule(shared_data_root, "3bpa")
+    atoms = read_molecule("3bpa")
     for step in range(3):
         atoms.positions += 0.01 * step
         inputs = graph(atoms).to("cuda")

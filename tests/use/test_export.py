@@ -80,10 +80,10 @@ def model() -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def structures(shared_data_root: Path) -> list[list]:
+def structures() -> list[list]:
     """Batches of different sizes: one AcAc, ethanol + a periodic cell, three AcAc frames."""
-    acac = [read_molecule(shared_data_root, "acac", i) for i in range(3)]
-    ethanol = read_molecule(shared_data_root, "ethanol", 5)
+    acac = [read_molecule("acac", i) for i in range(3)]
+    ethanol = read_molecule("ethanol", 5)
     return [[acac[0]], [ethanol, silicon_cell()], acac]
 
 
@@ -115,9 +115,18 @@ def run_plain_torch(kind: str, model_file: Path, cases: list, tmp_path: Path) ->
     return torch.load(outputs)
 
 
+@pytest.fixture(scope="module")
+def pt2_file(model, tmp_path_factory) -> Path:
+    """``model`` exported with stress (about 20 s on a CPU: made once for the tests below; the
+    export without stress runs in test_cli_exports_a_trained_checkpoint)."""
+    return export.export_pt2(
+        model, tmp_path_factory.mktemp("pt2") / "model.pt2", compute_stress=True
+    )
+
+
 @pytest.mark.slow
-def test_pt2_runs_in_plain_torch_on_any_size(model, structures, tmp_path):
-    path = export.export_pt2(model, tmp_path / "model.pt2", compute_stress=True)
+def test_pt2_runs_in_plain_torch_on_any_size(model, structures, pt2_file, tmp_path):
+    path = pt2_file
     graphs = [batch(s, r_max=model.r_max) for s in structures]
     results = run_plain_torch("pt2", path, [pt2_inputs(g) for g in graphs], tmp_path)
     for g, (energy, forces, stress) in zip(graphs, results, strict=True):
@@ -130,12 +139,12 @@ def test_pt2_runs_in_plain_torch_on_any_size(model, structures, tmp_path):
 
 
 @pytest.mark.slow
-def test_pt2_metadata_and_unknown_elements(model, structures, tmp_path):
-    path = export.export_pt2(model, tmp_path / "model.pt2")
+def test_pt2_metadata_and_unknown_elements(model, structures, pt2_file):
     extra = {export.METADATA_FILE: ""}
-    program = torch.export.load(str(path), extra_files=extra).module()
+    program = torch.export.load(str(pt2_file), extra_files=extra).module()
     meta = __import__("json").loads(extra[export.METADATA_FILE])
-    assert meta["atomic_numbers"] == ELEMENTS and meta["outputs"] == ["energy", "forces"]
+    assert meta["atomic_numbers"] == ELEMENTS
+    assert meta["outputs"] == ["energy", "forces", "stress"]
     assert meta["r_max"] == model.r_max and meta["dtype"] == "float64"
     inputs = list(pt2_inputs(batch(structures[0], r_max=model.r_max)))
     inputs[1] = inputs[1].clone()
@@ -144,9 +153,9 @@ def test_pt2_metadata_and_unknown_elements(model, structures, tmp_path):
         program(*inputs)
 
 
-def test_neighbour_list_free_example_matches(model, shared_data_root):
+def test_neighbour_list_free_example_matches(model):
     """The docstring's recipe (torch.cdist, all pairs within r_max) gives the model's edges."""
-    atoms = read_molecule(shared_data_root, "ethanol", 0)
+    atoms = read_molecule("ethanol", 0)
     pos = torch.tensor(atoms.positions)
     close = (torch.cdist(pos, pos) < model.r_max) & ~torch.eye(len(atoms), dtype=torch.bool)
     edge_index = close.nonzero().T
@@ -160,7 +169,7 @@ mace_torch = pytest.mark.mace_torch
 
 @mace_torch
 @pytest.mark.slow
-def test_mace_torch_file_in_mace_calculator(model, shared_data_root, tmp_path):
+def test_mace_torch_file_in_mace_calculator(model, tmp_path):
     pytest.importorskip("mace.calculators")
     from mace.calculators import MACECalculator as MaceTorchCalculator
 
@@ -169,7 +178,7 @@ def test_mace_torch_file_in_mace_calculator(model, shared_data_root, tmp_path):
     path = export.export_mace_torch(model, tmp_path / "model.model")
     theirs = MaceTorchCalculator(model_paths=str(path), device="cpu", default_dtype="float64")
     ours = MACECalculator(model, device="cpu", precision="64")
-    for atoms in (read_molecule(shared_data_root, "acac", 4), silicon_cell(seed=1)):
+    for atoms in (read_molecule("acac", 4), silicon_cell(seed=1)):
         a, b = atoms.copy(), atoms.copy()
         a.calc, b.calc = theirs, ours
         assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-9)
@@ -229,7 +238,7 @@ def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_cli_exports_a_trained_checkpoint(compose_config, shared_data_root, tmp_path):  # noqa: F811
+def test_cli_exports_a_trained_checkpoint(compose_config, tmp_path):  # noqa: F811
     from macelab.train import run_training
     from macelab.training.checkpoint import load_model
 
@@ -239,8 +248,8 @@ def test_cli_exports_a_trained_checkpoint(compose_config, shared_data_root, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     program = torch.export.load(str(tmp_path / "deploy" / "model.pt2")).module()
     model, _ = load_model(ckpt)
-    graphs = batch([read_molecule(shared_data_root, "acac", 9)], r_max=model.r_max)
-    energy, forces = program(*pt2_inputs(graphs))
+    graphs = batch([read_molecule("acac", 9)], r_max=model.r_max)
+    energy, forces = program(*pt2_inputs(graphs))  # two outputs: exported without stress
     ref = model(graphs, compute_forces=True)
     torch.testing.assert_close(energy, ref["energy"].detach(), rtol=0, atol=1e-10)
     torch.testing.assert_close(forces, ref["forces"], rtol=0, atol=1e-10)

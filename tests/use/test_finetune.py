@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import types
 
+import ase.io
 import pytest
 import torch
 
@@ -31,7 +32,7 @@ def pretrained(compose_config, tmp_path):  # noqa: F811
     return tmp_path / "pre" / "checkpoints" / "best.ckpt"
 
 
-def test_finetuning_starts_from_the_pretrained_model(pretrained, shared_data_root, tmp_path):
+def test_finetuning_starts_from_the_pretrained_model(pretrained, tmp_path):
     model, hparams = load_model(pretrained)
     statistics = DatasetStatistics.from_dict(hparams["statistics"])
     shifted = dataclasses.replace(
@@ -43,7 +44,7 @@ def test_finetuning_starts_from_the_pretrained_model(pretrained, shared_data_roo
         module = MACELightningModule(model=config, statistics=shifted.to_dict())
     counts = finetune.initialise(module, model, ["embedding.*"])
     assert counts["frozen_parameters"] > 0
-    inputs = batch([read_molecule(shared_data_root, "acac", 2)])
+    inputs = batch([read_molecule("acac", 2)])
     before = model(inputs, compute_forces=True)
     after = module.model(inputs, compute_forces=True)
     # the same interaction energy and forces; total energy shifted by the refitted E0s
@@ -102,7 +103,7 @@ def test_unknown_elements_are_refused(pretrained):
     ],
     ids=["full", "reordered", "low_rank", "plain_first_layer"],
 )
-def test_restricted_model_predicts_the_same(settings, subset, shared_data_root):
+def test_restricted_model_predicts_the_same(settings, subset):
     """Slicing every per-element table keeps energies and forces of structures whose
     elements are in the subset (float64, to rounding) and drops parameters."""
     model = small_model(seed=1, channels=4, **settings)
@@ -111,7 +112,7 @@ def test_restricted_model_predicts_the_same(settings, subset, shared_data_root):
     restricted = finetune.restrict_elements(model, subset)
     assert restricted.atomic_numbers == subset
     assert count_parameters(restricted) < count_parameters(model)
-    inputs = batch([read_molecule(shared_data_root, "acac", i) for i in (0, 7)])
+    inputs = batch([read_molecule("acac", i) for i in (0, 7)])
     before = model(inputs, compute_forces=True)
     after = restricted(inputs, compute_forces=True)
     torch.testing.assert_close(after["energy"], before["energy"], rtol=1e-13, atol=1e-10)
@@ -132,9 +133,20 @@ def test_element_subset_resolution():
 
 
 @pytest.fixture
-def pretrained_3bpa(compose_config, shared_data_root, tmp_path):  # noqa: F811
-    """A model pretrained on 3BPA (H C N O), to fine-tune on AcAc (H C O)."""
-    overrides = [*TINY, "data=3bpa", "trainer.max_epochs=1", "data.num_train=20"]
+def pretrained_3bpa(compose_config, tmp_path):  # noqa: F811
+    """A model pretrained on 3BPA frames (H C N O; read_molecule's stand-ins without the
+    benchmark data), to fine-tune on AcAc (H C O)."""
+    frames = tmp_path / "3bpa.xyz"
+    ase.io.write(frames, [read_molecule("3bpa", i) for i in range(30)])
+    overrides = [
+        *TINY,
+        "data=xyz",
+        f"data.train_file={frames}",
+        "data.e0s=least_squares",
+        "trainer.max_epochs=1",
+        "data.num_train=20",
+        "data.num_valid=5",
+    ]
     cfg = compose_config("train", overrides, output_dir=tmp_path / "pre3bpa")
     run_training(cfg)
     return tmp_path / "pre3bpa" / "checkpoints" / "best.ckpt"

@@ -64,6 +64,8 @@ def test_nve_conserves_energy_and_the_cli_writes_its_files(checkpoint, tmp_path)
             f"structure={structure}",
             "steps=20",
             "log_every=5",
+            "precision=32",  # a group, as for training (issue 33)
+            "accelerate=null",
             f"hydra.run.dir={run}",
         ],
         capture_output=True,

@@ -44,14 +44,14 @@ def short_nve(
     """Run ``steps`` of velocity-Verlet NVE with ASE and return the energy trace."""
     import numpy as np
     from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import Stationary
     from ase.md.verlet import VelocityVerlet
+
+    from macelab._compat import thermalize
 
     atoms = atoms.copy()
     atoms.calc = calculator
-    MaxwellBoltzmannDistribution(
-        atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed)
-    )
+    thermalize(atoms, temperature_K, rng=np.random.default_rng(seed))
     Stationary(atoms)
     dynamics = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
     rows = []

@@ -117,9 +117,12 @@ def load_runs(path: str | Path, keep_config: Iterable[str] = ()) -> pd.DataFrame
 
 
 def varied_columns(frame: pd.DataFrame) -> list[str]:
-    """The config columns of a :func:`load_runs` frame (what the sweep varied)."""
+    """The config columns of a :func:`load_runs` frame whose values differ between its runs
+    (what the sweep varied); columns kept with ``keep_config`` but equal in every run are
+    not among them."""
     fixed = {"run", "path", "status", "error", *RUN_INFO_KEYS}
-    return [c for c in frame.columns if c not in fixed and "/" not in c]
+    config = [c for c in frame.columns if c not in fixed and "/" not in c]
+    return [c for c in config if frame[c].astype(str).nunique(dropna=False) > 1]
 
 
 def run_label(row: pd.Series, columns: list[str]) -> str:

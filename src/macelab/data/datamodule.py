@@ -366,7 +366,8 @@ class MACEDataModule(LightningDataModule):
             raise ConfigError(
                 f"data.e0s=file, but {parts.train.source} has no isolated-atom configurations "
                 "(config_type=IsolatedAtom) and no E0 file was given. Set data.e0s_file, give "
-                "data.e0s as a mapping {Z: eV}, or set data.e0s=least_squares."
+                "data.e0s as a mapping {Z: eV}, or set data.e0s=least_squares (fine-tuning: "
+                "or pretrained.refit_e0s=false, which keeps the pretrained model's E0s)."
             )
         for store in sources:
             e0s.update(e0s_from_isolated_atoms(store))

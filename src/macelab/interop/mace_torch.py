@@ -39,6 +39,7 @@ import torch
 from e3nn import nn as e3nn_nn
 from e3nn import o3
 
+from macelab._compat import quiet_e3nn_build
 from macelab.errors import MacelabError, MissingDataError
 from macelab.interop.cg_basis import translate_path_weights
 from macelab.loading import load_pickle
@@ -610,7 +611,7 @@ def to_mace_torch(model: MACE) -> torch.nn.Module:
             raise UnsupportedModelError(
                 f"this mace-torch release has no {key} option; upgrade mace-torch"
             )
-    with _default_dtype(model.dtype):
+    with _default_dtype(model.dtype), quiet_e3nn_build():  # e3nn's TorchScript warnings
         if h["scale_shift"]:
             scale = float(model.scale_shift.scale)
             shift = float(model.scale_shift.shift)

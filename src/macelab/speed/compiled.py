@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from macelab.speed.padding import Bucket, bucket_for, graph_sizes, pad_graph, unpad
+
+log = logging.getLogger(__name__)
 
 INPUT_KEYS = ("positions", "atomic_numbers", "edge_index", "unit_shifts", "cell", "batch", "ptr")
 
@@ -165,7 +168,8 @@ class CompiledPotential:
         from torch.fx.experimental.proxy_tensor import make_fx
 
         program = self.programs.get(bucket)
-        if program is None:
+        if program is None:  # compiled on its first call: tens of seconds, once per bucket
+            log.info("compiling the potential for size bucket %s (once per bucket)", bucket)
             traced = make_fx(self._function())(*inputs)
             program = torch.compile(traced, backend=self.backend, dynamic=False, fullgraph=True)
             self.programs[bucket] = program

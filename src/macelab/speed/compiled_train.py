@@ -20,6 +20,8 @@ optimiser's in-place updates are seen.
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -36,6 +38,8 @@ from macelab.speed.padding import (
     unpad,
 )
 from macelab.speed.train_step import OUTPUT_KEYS, Loss, _autocast_without_cache
+
+log = logging.getLogger(__name__)
 
 
 class _Program:
@@ -124,11 +128,16 @@ class CompiledTrainStep:
         padded.update(pad_labels(batch, bucket))
         self.model.elements.check(padded["atomic_numbers"][: sizes[0]])
         program = self.programs.get((bucket, key))
-        if program is None:
+        started = None
+        if program is None:  # tracing and compiling take tens of seconds: say so
+            started = time.perf_counter()
+            log.info("compiling the training step for size bucket %s (once per bucket)", bucket)
             program = self._build(padded)
             self.programs[(bucket, key)] = program
         fields = [padded[k] for k in program.keys]
         results = self._run(program, fields)
+        if started is not None:
+            log.info("compiled the step for %s in %.0f s", bucket, time.perf_counter() - started)
         n_terms, n_outputs = len(program.terms), len(program.outputs)
         terms = {
             k: v.detach().clone() for k, v in zip(program.terms, results[:n_terms], strict=True)

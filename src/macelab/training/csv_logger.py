@@ -4,8 +4,9 @@ Lightning's ``CSVLogger`` deletes the ``metrics.csv`` it finds when a run starts
 resumed in its own folder loses its earlier rows), and rewrites the file in place whenever
 a new column appears (a kill at that moment empties it). :class:`MetricsCSVLogger`:
 
-* appends each new row to the file as it is logged. It rewrites the file only when a column appears, or
-  when the file is no longer the one it wrote (removed, replaced or cut by someone else);
+* appends each new row to the file as it is logged. It rewrites the file only when a
+  column appears, or when the file is no longer the one it wrote (removed, replaced or cut
+  by someone else);
   then it writes the whole file from the rows it holds in memory, atomically
   (:func:`~macelab.training.checkpoint_io.write_atomically`). The file thus always holds
   every row logged so far, and a row is never lost to a rewrite. Appends are flushed, not

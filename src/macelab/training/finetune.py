@@ -44,14 +44,32 @@ def load_pretrained(cfg: Any, statistics: Any = None) -> torch.nn.Module | None:
     the new training data's) when that is set."""
     if cfg is None:
         return None
-    model = _load(cfg)
+    return select_elements(cfg, load_pretrained_model(cfg), statistics)
+
+
+def select_elements(cfg: Any, model: torch.nn.Module | None, statistics: Any) -> Any:
+    """``model`` restricted to ``cfg.elements`` (see :func:`load_pretrained`), or as is."""
     elements = cfg.get("elements")
     if model is None or elements is None:
         return model
     return restrict_elements(model, element_subset(elements, model, statistics))
 
 
-def _load(cfg: Any) -> torch.nn.Module | None:
+def pretrained_e0s(model: torch.nn.Module) -> dict[str, float]:
+    """The pretrained model's E0s as ``{symbol: eV}``: the new data's E0s (``data.e0s``)
+    when they are not refitted, so that the data's statistics and the model agree and the
+    data needs no isolated-atom configurations."""
+    from ase.data import chemical_symbols
+
+    energies = model.atomic_energies.atomic_energies.tolist()
+    return {
+        chemical_symbols[z]: float(e) for z, e in zip(model.atomic_numbers, energies, strict=True)
+    }
+
+
+def load_pretrained_model(cfg: Any) -> torch.nn.Module | None:
+    """The model of ``pretrained.ckpt_path`` or ``pretrained.mace_torch_model`` (None if
+    neither is set), with its whole element table."""
     ckpt, mace_file = cfg.get("ckpt_path"), cfg.get("mace_torch_model")
     trust_pickle = bool(cfg.get("trust_pickle", False))
     if ckpt and mace_file:

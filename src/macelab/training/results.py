@@ -38,8 +38,10 @@ def format_table(
     results: dict[str, dict[str, Any]],
     paper: dict[str, dict[str, float]] | None = None,
     title: str = "Test results",
+    note: str | None = None,
 ) -> str:
-    """A markdown table: one row per test set, our numbers and, where known, the paper's."""
+    """A markdown table: one row per test set, our numbers and, where known, the paper's;
+    ``note`` (what to make of the numbers) as a paragraph below it."""
     paper = paper or {}
     header = ["test set", "structures"] + [label for _, label in COLUMNS]
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |"]
@@ -56,6 +58,8 @@ def format_table(
         lines.append("| " + " | ".join(row) + " |")
     if not results:
         lines.append("| (no test sets) |" + " |" * (len(header) - 1))
+    if note:
+        lines += ["", " ".join(str(note).split())]
     return "\n".join(lines) + "\n"
 
 
@@ -64,11 +68,12 @@ def write_results(
     results: dict[str, dict[str, Any]],
     paper: dict[str, dict[str, float]] | None = None,
     title: str = "Test results",
+    note: str | None = None,
 ) -> str:
     """Write ``results.json`` and ``results.md`` into ``output_dir``; return the table."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    table = format_table(results, paper, title)
+    table = format_table(results, paper, title, note)
     (output_dir / "results.md").write_text(table)
     return table
