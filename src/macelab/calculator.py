@@ -35,6 +35,7 @@ from torch_geometric.data import Batch
 
 from macelab.data.graph import atoms_to_graph
 from macelab.data.neighbors import DEFAULT_MIN_DISTANCE, closest_pair, too_close_error
+from macelab.devices import resolve_device
 from macelab.errors import ConfigError
 
 ACCELERATIONS = (None, "graphs", "compiled")
@@ -110,7 +111,7 @@ class MACECalculator(Calculator):
         from macelab.precision.inference import for_inference
 
         super().__init__(**kwargs)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         if accelerate not in ACCELERATIONS:
             raise ConfigError(
                 f"unknown accelerate={accelerate!r} for MACECalculator; choose None (null on "

@@ -80,6 +80,7 @@ from omegaconf import DictConfig
 
 from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR
+from macelab.devices import resolve_device
 from macelab.errors import ConfigError
 
 log = logging.getLogger("macelab.export")
@@ -318,7 +319,7 @@ def run_export(cfg: DictConfig) -> Path:
     )
     if cfg.dtype is not None:
         model = model.to(getattr(torch, str(cfg.dtype)))
-    model = model.to(str(cfg.device)).eval()
+    model = model.to(resolve_device(str(cfg.device))).eval()
     default = Path(cfg.paths.output_dir) / f"model{FORMATS[cfg.format]}"
     out = Path(str(cfg.out)) if cfg.out else default
     out.parent.mkdir(parents=True, exist_ok=True)

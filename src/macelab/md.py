@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from macelab._compat import thermalize
 from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR
+from macelab.devices import resolve_device
 from macelab.errors import AtomsTooCloseError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,6 @@ def accelerate_option(value: Any) -> str | None:
 def run_md(cfg: DictConfig) -> dict[str, Any]:
     """Run the dynamics of ``cfg`` (conf/md.yaml); returns a summary."""
     import numpy as np
-    import torch
     from ase import units
     from ase.constraints import FixCom
     from ase.io import write
@@ -80,9 +80,7 @@ def run_md(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     atoms = read_structure(str(cfg.structure), int(cfg.frame))
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(str(cfg.device))
     checkpoints = cfg.ckpt_path
     sources = [str(c) for c in checkpoints] if not isinstance(checkpoints, str) else checkpoints
     from macelab.data.neighbors import DEFAULT_MIN_DISTANCE, too_close_error

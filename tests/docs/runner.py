@@ -25,6 +25,7 @@ import re
 import runpy
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,14 @@ HYDRA_ENTRIES = {
     "macelab.md": "md",
     "macelab.export": "export",
     "macelab.quantize": "quantize",
+}
+# The console scripts of pyproject.toml ([project.scripts]), as the modules they run: the same
+# programs as ``python -m <module>`` (macelab-train: macelab.train).
+CONSOLE_SCRIPTS = {
+    name: target.split(":")[0]
+    for name, target in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "scripts"
+    ].items()
 }
 # Appended to a command that runs, so that it runs in seconds on a CPU (later overrides win:
 # a command's own model/size=medium trains model/size=tiny here).
@@ -92,6 +101,8 @@ def invocation(command: Command) -> Invocation:
         if starts:
             argv = argv[starts[0] :] if argv[starts[0]] != "-m" else ["python", *argv[starts[0] :]]
     program = argv[0] if argv else ""
+    if program in CONSOLE_SCRIPTS:  # macelab-train ...: python -m macelab.train ...
+        return Invocation("module", CONSOLE_SCRIPTS[program], argv[1:], env)
     if program in ("python", "python3") and len(argv) > 2 and argv[1] == "-m":
         return Invocation("module", argv[2], argv[3:], env)
     if program in ("python", "python3") and len(argv) > 1:
@@ -253,6 +264,8 @@ def run_hydra(module: str, args: list[str], command: Command) -> None:
 
     entry = importlib.import_module(module)
     extra = list(BUDGET[module])
+    if any(a.startswith("hparams_search=") for a in args):  # two trials of the search
+        extra += ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1"]
     multirun = "-m" in args or "--multirun" in args
     folder = f"outputs/doc-commands/line{command.line}"
     if multirun and not any(a.startswith("hydra.sweep.dir=") for a in args):
