@@ -167,7 +167,7 @@ def compose_all(module: str, args: list[str], where: str) -> int:
     from macelab.cli import quote_numeric_group_options
     from macelab.config import CONFIG_DIR
 
-    overrides = [a for a in quote_numeric_group_options(args) if a not in ("-m", "--multirun")]
+    overrides = [a for a in quote_numeric_group_options(_without_hydra_flags(args))]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
         jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
@@ -180,6 +180,22 @@ def compose_all(module: str, args: list[str], where: str) -> int:
     finally:
         GlobalHydra.instance().clear()
     return len(jobs)
+
+
+def _without_hydra_flags(args: list[str]) -> list[str]:
+    """The overrides of a Hydra command line: its flags (``-m``, ``--cfg job``, ``--help``
+    ...) left out, with their values."""
+    with_value = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-name", "-cn"}
+    with_value |= {"--config-path", "-cp", "--config-dir", "-cd", "--experimental-rerun"}
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in with_value:
+            skip = arg not in ("--info", "-i")  # --info's value is optional
+        elif not arg.startswith("-"):
+            kept.append(arg)
+    return kept
 
 
 def check_papermill(call: Invocation, where: str) -> None:
