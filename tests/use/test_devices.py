@@ -25,7 +25,7 @@ def test_not_a_device():
 
 @no_gpu
 def test_cuda_without_a_gpu_says_what_to_pass():
-    with pytest.raises(ConfigError, match="accelerator=cuda but torch sees no CUDA GPU.*=cpu"):
+    with pytest.raises(ConfigError, match=r"accelerator=cuda but torch sees no CUDA GPU.*=cpu"):
         resolve_device("cuda", key="accelerator")
 
 
