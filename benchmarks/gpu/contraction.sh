@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the repo root: the Triton contraction's GPU tests (compiled kernels
 # against sparse_torch, first and second derivatives), its benchmark against e3nn
-# (benchmarks/triton_contraction.py, fp32, 27 to 3000 atoms), then, in the time left, the
+# (benchmarks/studies/triton_contraction.py, fp32, 27 to 3000 atoms), then, in the time left, the
 # harness's training workloads for the compiled step with the Triton contraction beside the
 # compiled step with e3nn's (both with the fused convolution). Carry .whl/base and .gpu.
 # Results in $OUT/contraction: tests.txt, triton_contraction.{json,md}, bench/.
@@ -20,7 +20,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 timeout "${TESTS_S:-120}" python3 -m pytest -q -p no:xdist -p no:cacheprovider \
     ${TESTS:-tests/kernels/test_triton_gpu.py} 2>&1 | tail -15 | tee "$out/tests.txt"
 echo "contraction.sh: tests done after $(( $(date +%s) - start )) s"
-timeout "${KERNELS_S:-150}" python3 -m benchmarks.triton_contraction --device cuda \
+timeout "${KERNELS_S:-150}" python3 -m benchmarks.studies.triton_contraction --device cuda \
     --max-seconds 1 --precisions fp32 --backends e3nn triton --atoms ${ATOMS:-27 135 864 3000} \
     --out "$out" 2>&1 | tail -40
 echo "contraction.sh: kernels done after $(( $(date +%s) - start )) s"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the repo root: the fused convolution's GPU tests (compiled Triton,
-# not the interpreter), then its benchmark against e3nn (benchmarks/triton_conv.py: paper
+# not the interpreter), then its benchmark against e3nn (benchmarks/studies/triton_conv.py: paper
 # layers 1 and 2, 32 molecules and 2,100-atom water, fp32 and bf16; forward, forces, double
 # backward). Carry .whl/base and .gpu (3BPA molecules). Results in $OUT/conv: tests.txt,
 # triton_conv.json and .md, log.txt. TESTS: other test files (space-separated); CONV_S=0:
@@ -22,7 +22,7 @@ timeout "${TESTS_S:-180}" python3 -m pytest -q -p no:xdist -p no:cacheprovider \
 tests="${PIPESTATUS[0]}"
 echo "conv.sh: tests took $(( $(date +%s) - start )) s"
 [[ "${CONV_S:-240}" == 0 ]] && exit "$tests"
-timeout "${CONV_S:-240}" python3 -m benchmarks.triton_conv --device cuda \
+timeout "${CONV_S:-240}" python3 -m benchmarks.studies.triton_conv --device cuda \
     --max-seconds "${MAX_SECONDS:-1}" --out "$out" 2>&1 | tee "$out/log.txt"
 bench="${PIPESTATUS[0]}"
 echo "conv.sh: finished after $(( $(date +%s) - start )) s"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On a multi-GPU machine, from the repo root: DDP scaling of training (benchmarks/ddp_scaling.py).
+# On a multi-GPU machine, from the repo root: DDP scaling of training (benchmarks/studies/ddp_scaling.py).
 # Carry .whl/base (and .gpu for 3BPA). Results in $OUT: ddp.tar.gz (every run's log, metrics.csv
 # and config) plus the JSON and Markdown tables.
 #   DEVICES="1 2" EPOCHS=3 bash benchmarks/gpu/ddp_scaling.sh --workloads acac_b5       # throughput
@@ -15,7 +15,7 @@ mkdir -p "$out" "$OUT"
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader || true
 nvidia-smi topo -m 2>/dev/null | head -5 || true
 python3 -c 'import torch, lightning; print("torch", torch.__version__, "lightning", lightning.__version__, "gpus", torch.cuda.device_count())'
-python3 benchmarks/ddp_scaling.py --devices ${DEVICES:-1 2} --epochs "${EPOCHS:-4}" \
+python3 benchmarks/studies/ddp_scaling.py --devices ${DEVICES:-1 2} --epochs "${EPOCHS:-4}" \
     --mode "${MODE:-throughput}" --global-batch "${GLOBAL_BATCH:-10}" --out "$out" "$@" 2>&1 \
     | tee -a "$out/log.txt"
 status="${PIPESTATUS[0]}"

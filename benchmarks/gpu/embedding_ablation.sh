@@ -17,7 +17,7 @@ runs=/tmp/embedding_ablation_runs  # outside $OUT: a timed-out call still brings
 rm -rf "$runs"  # a warm machine keeps /tmp: no stale run folders
 mkdir -p "$out" "$runs"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 benchmarks/embedding_ablation.py --budget-s "${BUDGET_S:-60}" --data "${DATA:-3bpa}" \
+python3 benchmarks/studies/embedding_ablation.py --budget-s "${BUDGET_S:-60}" --data "${DATA:-3bpa}" \
     --variants "${VARIANTS:-full,low_rank:1,low_rank:2,low_rank:4,int8}" \
     --precision "${PRECISION:-32}" --out "$out" --runs-dir "$runs" 2>&1 | tee "$out/log.txt"
 status="${PIPESTATUS[0]}"

@@ -16,7 +16,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 python3 -m pytest -q -p no:xdist -p no:cacheprovider tests/kernels/test_triton_gpu.py \
     2>&1 | tail -30 | tee "$out/tests.txt"
 tests="${PIPESTATUS[0]}"
-python3 -m benchmarks.triton_contraction --device cuda --max-seconds "${MAX_SECONDS:-2}" \
+python3 -m benchmarks.studies.triton_contraction --device cuda --max-seconds "${MAX_SECONDS:-2}" \
     --out "$out" 2>&1 | tee "$out/log.txt"
 bench="${PIPESTATUS[0]}"
 exit $(( tests || bench ))

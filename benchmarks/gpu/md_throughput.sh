@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On the GPU machine, from the repo root: MD throughput (benchmarks/md_throughput.py), macelab's
+# On the GPU machine, from the repo root: MD throughput (benchmarks/studies/md_throughput.py), macelab's
 # calculator in every precision beside mace-torch's (e3nn, and cuEquivariance when .whl/cueq-xz
 # is carried). Carry .whl/base (and .whl/cueq-xz). Extra arguments go to the script.
 # Results in $OUT/${NAME:-md} (JSON + Markdown).
@@ -13,5 +13,5 @@ fi
 export PYTHONPATH="$PWD/src:$PWD:$PYTHONPATH"
 out="${OUT:-$PWD/md-out}/${NAME:-md}"
 mkdir -p "$out"
-python3 -m benchmarks.md_throughput --device cuda --out "$out" "$@" 2>&1 | tee "$out/log.txt"
+python3 -m benchmarks.studies.md_throughput --device cuda --out "$out" "$@" 2>&1 | tee "$out/log.txt"
 exit "${PIPESTATUS[0]}"

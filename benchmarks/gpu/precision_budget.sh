@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the repo root: accuracy after the same AcAc training budget for
-# each precision (benchmarks/precision_budget.py). BUDGET_S seconds of training each
+# each precision (benchmarks/studies/precision_budget.py). BUDGET_S seconds of training each
 # (default 45), PRECISIONS a comma list (default: the script's seven). Carry .whl/base.
 # Results in $OUT/precision_budget.
 set -uo pipefail
@@ -13,7 +13,7 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 args=(--budget-s "${BUDGET_S:-45}" --out "$out")
 [[ -n "${PRECISIONS:-}" ]] && args+=(--precisions "$PRECISIONS")
-python3 benchmarks/precision_budget.py "${args[@]}" 2>&1 | tee "$out/log.txt"
+python3 benchmarks/studies/precision_budget.py "${args[@]}" 2>&1 | tee "$out/log.txt"
 status="${PIPESTATUS[0]}"
 # The runs' logs and results come back; checkpoints (hundreds of MB) do not.
 [[ -d "$out/runs" ]] && tar --exclude='*.ckpt' -czf "$out/runs.tar.gz" -C "$out" runs \

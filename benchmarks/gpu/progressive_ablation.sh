@@ -11,7 +11,7 @@ export PYTHONPATH="$PWD/src:$PWD:$PYTHONPATH"
 out="${OUT:-$PWD/ablation-out}/progressive_ablation"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 benchmarks/progressive_ablation.py --budget-s "${BUDGET_S:-150}" \
+python3 benchmarks/studies/progressive_ablation.py --budget-s "${BUDGET_S:-150}" \
     --schedule "${SCHEDULE:-0:1,4:2,8:3}" --precision "${PRECISION:-32}" --out "$out" 2>&1 \
     | tee "$out/log.txt"
 status="${PIPESTATUS[0]}"

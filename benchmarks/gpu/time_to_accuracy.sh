@@ -10,5 +10,5 @@ export MACE_RUN_TRAIN="python3 -m mace.cli.run_train"
 out="${OUT:-$PWD/tta-out}/tta"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 benchmarks/time_to_accuracy.py --budget-s "${BUDGET_S:-180}" --out "$out" 2>&1 | tee "$out/log.txt"
+python3 benchmarks/studies/time_to_accuracy.py --budget-s "${BUDGET_S:-180}" --out "$out" 2>&1 | tee "$out/log.txt"
 exit "${PIPESTATUS[0]}"

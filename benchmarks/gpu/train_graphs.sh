@@ -15,4 +15,4 @@ for graphs in false true; do
         trainer.enable_progress_bar=false "hydra.run.dir=$out/graphs_$graphs" "$@" \
         > "$out/graphs_$graphs.log" 2>&1 || { echo "run graphs=$graphs failed:"; tail -30 "$out/graphs_$graphs.log"; }
 done
-python3 benchmarks/train_graphs_summary.py "$out" | tee "$out/summary.md"
+python3 benchmarks/studies/train_graphs_summary.py "$out" | tee "$out/summary.md"

@@ -130,7 +130,7 @@ def test_experiments_notebook_with_an_embedding_ablation(tmp_path):
     subprocess.run(
         [
             sys.executable,
-            str(ROOT / "benchmarks" / "embedding_ablation.py"),
+            str(ROOT / "benchmarks" / "studies" / "embedding_ablation.py"),
             *("--tiny", "--device=cpu", "--budget-s=4", "--data=acac"),
             *("--variants=full,low_rank:1", f"--out={ablation}"),
         ],

@@ -1,4 +1,4 @@
-"""benchmarks/edge_chunk.py on CPU with a tiny model: one fresh process per setting, every
+"""benchmarks/studies/edge_chunk.py on CPU with a tiny model: one fresh process per setting, every
 row measured (finite time and memory), and the tables written."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 
-from benchmarks.edge_chunk import main
+from benchmarks.studies.edge_chunk import main
 
 
 def test_edge_chunk_benchmark_runs_on_cpu(tmp_path):

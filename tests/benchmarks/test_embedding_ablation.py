@@ -1,4 +1,4 @@
-"""benchmarks/embedding_ablation.py end to end on the CPU with a tiny model: the full and a
+"""benchmarks/studies/embedding_ablation.py end to end on the CPU with a tiny model: the full and a
 rank-2 table train for the budget with finite errors, and the parameter counts at 89
 elements fall with the rank; the tables and the plot are written."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.embedding_ablation import error_line, overrides_for
+from benchmarks.studies.embedding_ablation import error_line, overrides_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ def test_tiny_ablation_full_and_rank_2(tmp_path):
     out = tmp_path / "ablation"
     command = [
         sys.executable,
-        str(ROOT / "benchmarks" / "embedding_ablation.py"),
+        str(ROOT / "benchmarks" / "studies" / "embedding_ablation.py"),
         "--tiny",
         "--device=cpu",
         "--budget-s=6",

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from benchmarks.export_pt2 import main
+from benchmarks.studies.export_pt2 import main
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.int8_readout import main
+from benchmarks.studies.int8_readout import main
 
 
 def test_int8_readout_benchmark_runs_on_cpu(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("mace")
 
-from benchmarks.md_throughput import main
+from benchmarks.studies.md_throughput import main
 
 
 def test_md_throughput_rows_run_and_agree(tmp_path):

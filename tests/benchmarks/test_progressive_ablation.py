@@ -1,4 +1,4 @@
-"""benchmarks/progressive_ablation.py end to end on the CPU with a tiny model: both variants
+"""benchmarks/studies/progressive_ablation.py end to end on the CPU with a tiny model: both variants
 train for the budget, the progressive run's phases follow its schedule, and the fixed run
 has one phase; the curve, the tables and the plot are written."""
 
@@ -20,7 +20,7 @@ def test_tiny_ablation_runs_both_variants(tmp_path):
     out = tmp_path / "ablation"
     command = [
         sys.executable,
-        str(ROOT / "benchmarks" / "progressive_ablation.py"),
+        str(ROOT / "benchmarks" / "studies" / "progressive_ablation.py"),
         "--tiny",
         "--device=cpu",
         "--budget-s=8",

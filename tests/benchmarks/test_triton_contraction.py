@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from benchmarks.triton_contraction import main
+from benchmarks.studies.triton_contraction import main
 
 
 @pytest.mark.parametrize("interpret", [False, True])

@@ -1,4 +1,4 @@
-"""benchmarks/triton_conv.py on CPU (e3nn only: the fused kernels in Triton's interpreter
+"""benchmarks/studies/triton_conv.py on CPU (e3nn only: the fused kernels in Triton's interpreter
 take minutes at these sizes and are checked by tests/kernels): every layer, system and mode
 timed, the forward's error against float64 at fp32 rounding, the tables written."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 
-from benchmarks.triton_conv import main
+from benchmarks.studies.triton_conv import main
 
 
 def test_triton_conv_benchmark_runs_on_cpu(tmp_path, shared_data_root, monkeypatch):

@@ -156,6 +156,24 @@ def check(command: Command) -> None:
         _bash_syntax(["bash", "-n", "-c", command.text], command.id)
 
 
+# Hydra's own flags (``--cfg job`` prints the composed config instead of running): not
+# overrides, so the check composes the config without them.
+HYDRA_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--info", "-i")
+HYDRA_FLAGS = ("--resolve", "--help", "-h", "--hydra-help", "--version")
+
+
+def _without_hydra_flags(args: list[str]) -> list[str]:
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in HYDRA_FLAGS_WITH_VALUE:
+            skip = True
+        elif arg not in HYDRA_FLAGS and not arg.startswith(("--cfg=", "--package=", "--info=")):
+            kept.append(arg)
+    return kept
+
+
 def compose_all(module: str, args: list[str], where: str) -> int:
     """Compose the entry point's config for every combination of the command's sweep; returns
     the number of combinations. CommandError with Hydra's message if one does not compose."""
@@ -167,7 +185,7 @@ def compose_all(module: str, args: list[str], where: str) -> int:
     from macelab.cli import quote_numeric_group_options
     from macelab.config import CONFIG_DIR
 
-    overrides = [a for a in quote_numeric_group_options(_without_hydra_flags(args))]
+    overrides = list(quote_numeric_group_options(_without_hydra_flags(args)))
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
         jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
@@ -180,22 +198,6 @@ def compose_all(module: str, args: list[str], where: str) -> int:
     finally:
         GlobalHydra.instance().clear()
     return len(jobs)
-
-
-def _without_hydra_flags(args: list[str]) -> list[str]:
-    """The overrides of a Hydra command line: its flags (``-m``, ``--cfg job``, ``--help``
-    ...) left out, with their values."""
-    with_value = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-name", "-cn"}
-    with_value |= {"--config-path", "-cp", "--config-dir", "-cd", "--experimental-rerun"}
-    kept, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in with_value:
-            skip = arg not in ("--info", "-i")  # --info's value is optional
-        elif not arg.startswith("-"):
-            kept.append(arg)
-    return kept
 
 
 def check_papermill(call: Invocation, where: str) -> None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.triton_conv import e3nn_sum as _e3nn_sum
-from benchmarks.triton_conv import fused_sum as _fused_sum
+from benchmarks.studies.triton_conv import e3nn_sum as _e3nn_sum
+from benchmarks.studies.triton_conv import fused_sum as _fused_sum
 from macelab.kernels.conv_plan import conv_plan, reference_messages
 
 from .helpers import channelwise_tensor_product as _tensor_product

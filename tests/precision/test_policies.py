@@ -253,7 +253,13 @@ def test_budget_benchmark_trains_and_tabulates(tmp_path):
     import sys
 
     out = tmp_path / "budget"
-    command = [sys.executable, "benchmarks/precision_budget.py", "--tiny", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "benchmarks/studies/precision_budget.py",
+        "--tiny",
+        "--device",
+        "cpu",
+    ]
     command += ["--budget-s", "2", "--out", str(out), "--precisions", "policy_safe,nope"]
     subprocess.run(command, check=True, capture_output=True, text=True)
     record = json.loads((out / "precision_budget.json").read_text())

@@ -1,6 +1,6 @@
 """Summarise benchmarks/gpu/train_graphs.sh: seconds per epoch and errors, eager vs graphs.
 
-Usage: ``python benchmarks/train_graphs_summary.py OUT_DIR`` (the folder holding
+Usage: ``python benchmarks/studies/train_graphs_summary.py OUT_DIR`` (the folder holding
 ``graphs_false/`` and ``graphs_true/`` run folders). Prints a markdown table.
 """
 

@@ -14,8 +14,8 @@ cuEquivariance in float32 where it is installed). Every row: Maxwell-Boltzmann v
 included there), then timed steps until ``--steps`` or ``--max-seconds``. macelab reuses
 neighbour lists within a 0.5 Å skin; mace-torch builds one every step (its behaviour).
 
-    python benchmarks/md_throughput.py --device cuda --out DIR
-    python benchmarks/md_throughput.py --tiny --device cpu --out DIR      # a quick CPU check
+    python benchmarks/studies/md_throughput.py --device cuda --out DIR
+    python benchmarks/studies/md_throughput.py --tiny --device cpu --out DIR   # a quick CPU check
 """
 
 from __future__ import annotations

@@ -18,9 +18,10 @@ Two kinds of run:
   validation errors after each epoch must agree with N = 1 (up to the order of floating
   point sums and the different per-rank sampling order).
 
-    python benchmarks/ddp_scaling.py --devices 1 2 --out DIR            # GPUs
-    python benchmarks/ddp_scaling.py --mode equal-steps --global-batch 10 --devices 1 2 --out DIR
-    python benchmarks/ddp_scaling.py --tiny --devices 1 2 --out DIR     # CPU processes (gloo)
+    python benchmarks/studies/ddp_scaling.py --devices 1 2 --out DIR            # GPUs
+    python benchmarks/studies/ddp_scaling.py --mode equal-steps --global-batch 10 \\
+        --devices 1 2 --out DIR
+    python benchmarks/studies/ddp_scaling.py --tiny --devices 1 2 --out DIR  # CPU (gloo)
 
 NVLink multicast stays off (NCCL_NVLS_ENABLE=0 and friends are set for every run).
 """
@@ -65,7 +66,7 @@ def run_one(out: Path, workload: str, devices: int, strategy: str, args) -> dict
         "trainer.limit_test_batches=0",
         "callbacks.last_checkpoint=null",
         "callbacks.best_checkpoint=null",
-        "+callbacks.peak_memory._target_=benchmarks.ddp_callbacks.PeakMemory",
+        "+callbacks.peak_memory._target_=benchmarks.studies.ddp_callbacks.PeakMemory",
         f"+callbacks.peak_memory.path={run_dir}",
     ]
     if args.mode == "equal-steps":

@@ -13,8 +13,8 @@ macelab checkpoint with ``--ckpt``) and each device and precision, on a small mo
 
 Writes ``int8_readout.json`` and ``int8_readout.md`` into ``--out``.
 
-    python benchmarks/int8_readout.py --out DIR                      # CPU, and CUDA if present
-    python benchmarks/int8_readout.py --tiny --devices cpu --out DIR # a quick CPU check
+    python benchmarks/studies/int8_readout.py --out DIR       # CPU, and CUDA if present
+    python benchmarks/studies/int8_readout.py --tiny --devices cpu --out DIR  # CPU check
 """
 
 from __future__ import annotations

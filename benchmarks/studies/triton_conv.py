@@ -19,8 +19,8 @@ counts 4x (the sum and three partial derivatives, each as costly as the sum) and
 ``double_backward`` 11x (1 + 3 + 7 partials). Correctness: largest difference of the
 forward from a float64 e3nn sum, relative to its largest value.
 
-    python -m benchmarks.triton_conv --device cuda --out DIR
-    python -m benchmarks.triton_conv --tiny --device cpu --out DIR   # interpreter check
+    python -m benchmarks.studies.triton_conv --device cuda --out DIR
+    python -m benchmarks.studies.triton_conv --tiny --device cpu --out DIR   # interpreter check
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ From each run's ``metrics.csv`` it collects the validation force RMSE over wall 
 phase of the schedule (``time/train_epoch_s`` over the epoch's steps, validation excluded),
 and the test-set RMSE of the final EMA weights.
 
-    python benchmarks/progressive_ablation.py --budget-s 150 --out DIR              # GPU
-    python benchmarks/progressive_ablation.py --tiny --device cpu --budget-s 20 \\
+    python benchmarks/studies/progressive_ablation.py --budget-s 150 --out DIR              # GPU
+    python benchmarks/studies/progressive_ablation.py --tiny --device cpu --budget-s 20 \\
         --schedule 0:1,1:2,2:3 --out DIR                                         # check
 
 Writes ``DIR/progressive_ablation.json``, ``.md`` and ``.png`` (and the runs under
@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.precision_budget import TEST_SETS, TINY, max_time
+from benchmarks.studies.precision_budget import TEST_SETS, TINY, max_time
 
 VAL = "val/forces_rmse_meV_per_A"
 
@@ -218,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {"torch": torch.__version__},
         "tiny": args.tiny,
-        "command": " ".join(["python benchmarks/progressive_ablation.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(
+            ["python benchmarks/studies/progressive_ablation.py", *(argv or sys.argv[1:])]
+        ),
         "commit": os.environ.get("MACELAB_COMMIT"),
         "runs": [],
     }

@@ -12,7 +12,8 @@ and the whole data module ``setup("fit")`` for ``data=acac``, ``data=3bpa`` and 
 (on the synthetic file with five published-style splits), cold and cached. Prints a Markdown
 table (and writes it with ``--output``).
 
-    MACELAB_DATA=../shared/data python benchmarks/data_loading.py --output /tmp/data_loading.md
+    MACELAB_DATA=../shared/data python benchmarks/studies/data_loading.py \\
+        --output /tmp/data_loading.md
 """
 
 from __future__ import annotations

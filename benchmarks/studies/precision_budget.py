@@ -7,10 +7,10 @@ validation force RMSE, the test-set energy and force RMSE of the final (EMA) wei
 the training throughput. A precision whose run fails (e.g. non-finite loss) is recorded
 with its error, and the others still run.
 
-    python benchmarks/precision_budget.py --budget-s 60 --out DIR                  # GPU
-    python benchmarks/precision_budget.py --budget-s 60 --out DIR \\
+    python benchmarks/studies/precision_budget.py --budget-s 60 --out DIR                  # GPU
+    python benchmarks/studies/precision_budget.py --budget-s 60 --out DIR \\
         --precisions 64,32,bf16-mixed                                            # a subset
-    python benchmarks/precision_budget.py --tiny --device cpu --budget-s 5 --out DIR  # check
+    python benchmarks/studies/precision_budget.py --tiny --device cpu --budget-s 5 --out DIR
 
 Writes ``DIR/precision_budget.json`` and ``DIR/precision_budget.md`` (and each run's folder
 under ``DIR/runs/``) and prints the table last.
@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "CPU",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "tiny": args.tiny,
-        "command": " ".join(["python benchmarks/precision_budget.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(
+            ["python benchmarks/studies/precision_budget.py", *(argv or sys.argv[1:])]
+        ),
         "commit": os.environ.get("MACELAB_COMMIT"),
         "runs": [],
     }

@@ -25,8 +25,8 @@ largest output. Out-of-memory runs are recorded as such.
 
 Writes ``triton_contraction.json`` and ``triton_contraction.md`` into ``--out``.
 
-    python -m benchmarks.triton_contraction --device cuda --out DIR
-    python -m benchmarks.triton_contraction --tiny --device cpu --out DIR   # a quick CPU check
+    python -m benchmarks.studies.triton_contraction --device cuda --out DIR
+    python -m benchmarks.studies.triton_contraction --tiny --device cpu --out DIR  # CPU check
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ process per setting minus that process's resident set after building the model a
 (so the model and the box are not counted). A setting that runs out of memory is recorded
 as such. Writes ``edge_chunk.json`` and ``edge_chunk.md``.
 
-    python -m benchmarks.edge_chunk --out DIR --molecules 1000 3300 6700 --chunks 0 20000 \
+    python -m benchmarks.studies.edge_chunk --out DIR --molecules 1000 3300 6700 --chunks 0 20000 \
         --backends e3nn triton
-    python -m benchmarks.edge_chunk --out DIR --device cpu --molecules 50 --chunks 0 1000
-    python -m benchmarks.edge_chunk --out DIR --molecules 1000 3300 6700 --chunks 0 \
+    python -m benchmarks.studies.edge_chunk --out DIR --device cpu --molecules 50 --chunks 0 1000
+    python -m benchmarks.studies.edge_chunk --out DIR --molecules 1000 3300 6700 --chunks 0 \
         --backends triton+conv e3nn+conv      # the fused convolution (no chunking)
 
 ``--backends`` names the contraction backend (``model.backend``; the convolution stays
@@ -33,12 +33,34 @@ from typing import Any
 
 import torch
 
-from benchmarks.compile_probe import build
 from benchmarks.settings import Reps
 from benchmarks.systems import make_batch, water_box
 from benchmarks.timing import time_calls
 
 MiB = 2**20
+
+
+def build(tiny: bool, script: bool, dtype: torch.dtype, device: str) -> torch.nn.Module:
+    """The paper's model (or a tiny one) with fixed random weights."""
+    import e3nn
+
+    from macelab.model import MACE
+
+    size = dict(channels=16, max_L=1, correlation=2) if tiny else dict(channels=256, max_L=2)
+    previous = e3nn.get_optimization_defaults()
+    e3nn.set_optimization_defaults(jit_script_fx=script)
+    torch.manual_seed(0)
+    try:
+        model = MACE(
+            atomic_numbers=[1, 6, 7, 8],
+            atomic_energies=[-13.6, -1029.0, -1485.0, -2041.0],
+            avg_num_neighbors=12.0,
+            max_ell=3,
+            **size,
+        )
+    finally:
+        e3nn.set_optimization_defaults(**previous)
+    return model.to(device=device, dtype=dtype)
 
 
 def _rss_mib() -> float:
@@ -129,7 +151,7 @@ def setting(args: argparse.Namespace, molecules: int, chunk: int, backend: str) 
     if args.device == "cuda":
         row = measure(molecules, chunk, backend, "cuda", args.reps, args.tiny)
     else:
-        command = [sys.executable, "-m", "benchmarks.edge_chunk", "--child"]
+        command = [sys.executable, "-m", "benchmarks.studies.edge_chunk", "--child"]
         command += ["--out", str(args.out), "--molecules", str(molecules)]
         command += ["--chunks", str(chunk), "--reps", str(args.reps), "--backends", backend]
         command += ["--tiny"] if args.tiny else []
@@ -168,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": torch.cuda.get_device_name() if args.device == "cuda" else _cpu_name(),
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
-        "command": "python -m benchmarks.edge_chunk "
+        "command": "python -m benchmarks.studies.edge_chunk "
         + " ".join(sys.argv[1:] if argv is None else argv),
         "rows": rows,
     }

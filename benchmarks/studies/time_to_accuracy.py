@@ -11,8 +11,8 @@ each validation line of its metrics file as it appears), and the test sets are e
 the end (mace-torch: by restarting its trainer from its latest checkpoint with no epochs
 left, which runs its own final evaluation).
 
-    python benchmarks/time_to_accuracy.py --budget-s 180 --out DIR           # GPU
-    python benchmarks/time_to_accuracy.py --tiny --device cpu --out DIR      # a quick check
+    python benchmarks/studies/time_to_accuracy.py --budget-s 180 --out DIR           # GPU
+    python benchmarks/studies/time_to_accuracy.py --tiny --device cpu --out DIR      # a quick check
 
 Writes ``DIR/time_to_accuracy.json``, ``DIR/time_to_accuracy.md`` and
 ``DIR/time_to_accuracy.png`` and prints the table last.

@@ -18,8 +18,8 @@ RMSE (the checkpoint that is tested) and each test set's RMSE (meV/atom, meV/Å)
 training, the same variants' parameter counts for a foundation-sized element table
 (atomic numbers 1..89), built in-process from the same config.
 
-    python benchmarks/embedding_ablation.py --budget-s 60 --out DIR                  # GPU
-    python benchmarks/embedding_ablation.py --tiny --device cpu --budget-s 8 \\
+    python benchmarks/studies/embedding_ablation.py --budget-s 60 --out DIR                  # GPU
+    python benchmarks/studies/embedding_ablation.py --tiny --device cpu --budget-s 8 \\
         --variants full,low_rank:2 --out DIR                                        # check
 
 Writes ``DIR/embedding_ablation.json``, ``.md`` and ``.png`` (the runs go under
@@ -40,11 +40,11 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.precision_budget import TINY, max_time
+from benchmarks.studies.precision_budget import TINY, max_time
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_VARIANTS = "full,low_rank:1,low_rank:2,low_rank:4,int8"
 ELEMENTS = {"3bpa": [1, 6, 7, 8], "acac": [1, 6, 8]}  # the data sets' element tables
 FOUNDATION_ELEMENTS = list(range(1, 90))
@@ -124,7 +124,7 @@ def run_one(runs: Path, variant: str, args: argparse.Namespace) -> dict:
         "trainer.max_epochs=100000",
         "trainer.enable_progress_bar=false",
         f"seed={args.seed}",
-        "+callbacks.peak_memory._target_=benchmarks.ddp_callbacks.PeakMemory",
+        "+callbacks.peak_memory._target_=benchmarks.studies.ddp_callbacks.PeakMemory",
         f"+callbacks.peak_memory.path={run_dir}",
         *overrides_for(variant),
         *(TINY if args.tiny else []),
@@ -367,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {"torch": torch.__version__},
         "tiny": args.tiny,
-        "command": " ".join(["python benchmarks/embedding_ablation.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(
+            ["python benchmarks/studies/embedding_ablation.py", *(argv or sys.argv[1:])]
+        ),
         "commit": os.environ.get("MACELAB_COMMIT"),
         "runs": [],
     }

@@ -17,8 +17,8 @@ milliseconds per call of
 The neighbour list is built once per system and is not timed. Writes ``aoti.json`` and
 ``aoti.md`` into ``--out``.
 
-    python -m benchmarks.aoti --device cuda --out DIR          # benchmarks/gpu/aoti.sh
-    python -m benchmarks.aoti --tiny --device cpu --dtypes 64 --no-compiled --out DIR
+    python -m benchmarks.studies.aoti --device cuda --out DIR          # benchmarks/gpu/aoti.sh
+    python -m benchmarks.studies.aoti --tiny --device cpu --dtypes 64 --no-compiled --out DIR
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.export_pt2 import DTYPES, build_model, inputs, median_ms, systems
 from benchmarks.settings import Reps
+from benchmarks.studies.export_pt2 import DTYPES, build_model, inputs, median_ms, systems
 from benchmarks.systems import make_batch
 from benchmarks.timing import synchronize
 

@@ -10,8 +10,8 @@ of the eager model, of the loaded program, and of the loaded program under
 ``torch.compile`` (Inductor; its first call compiles). Writes ``export_pt2.json`` and
 ``export_pt2.md`` into ``--out``.
 
-    python -m benchmarks.export_pt2 --device cuda --out DIR
-    python -m benchmarks.export_pt2 --tiny --device cpu --dtypes 64 --out DIR   # CPU check
+    python -m benchmarks.studies.export_pt2 --device cuda --out DIR
+    python -m benchmarks.studies.export_pt2 --tiny --device cpu --dtypes 64 --out DIR   # CPU check
 """
 
 from __future__ import annotations
