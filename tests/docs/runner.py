@@ -159,7 +159,7 @@ def check(command: Command) -> None:
 # Hydra's own flags (``--cfg job`` prints the composed config instead of running): not
 # overrides, so the check composes the config without them.
 HYDRA_FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--info", "-i")
-HYDRA_FLAGS = ("--resolve", "--help", "-h", "--hydra-help", "--version")
+HYDRA_FLAGS = ("-m", "--multirun", "--resolve", "--help", "-h", "--hydra-help", "--version")
 
 
 def _without_hydra_flags(args: list[str]) -> list[str]:
