@@ -13,8 +13,8 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from macelab.errors import MacelabError
-from macelab.training.artifact import artifact_from_checkpoint, is_artifact, load_artifact
-from macelab.training.checkpoint import load_model
+from macelab.training.artifact import is_artifact, load_artifact
+from macelab.training.checkpoint import artifact_from_checkpoint, load_model
 from tests.training.conftest import TINY, compose_config, compose_run_config  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]

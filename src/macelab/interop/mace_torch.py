@@ -27,7 +27,6 @@ What :func:`from_mace_torch` accepts, and refuses with :class:`UnsupportedModelE
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
 from collections.abc import Iterator, Mapping
@@ -40,6 +39,7 @@ from e3nn import nn as e3nn_nn
 from e3nn import o3
 
 from macelab._compat import quiet_e3nn_build
+from macelab.dtypes import default_dtype
 from macelab.errors import MacelabError, MissingDataError
 from macelab.interop.cg_basis import translate_path_weights
 from macelab.loading import load_pickle
@@ -65,16 +65,6 @@ def _import_mace() -> Any:
     except ImportError as error:
         raise ImportError(_INSTALL_HINT) from error
     return mace_modules
-
-
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 # ----------------------------------------------------------------------------------- files
@@ -543,7 +533,7 @@ def from_mace_torch(
         import copy
 
         source = copy.deepcopy(model).cpu()
-    with _default_dtype(_parameter_dtype(source)):
+    with default_dtype(_parameter_dtype(source)):
         ours = MACE(**hyperparameters)
     _copy_weights(source, ours, head_index, to_mace=False)
     return ours.eval()
@@ -611,7 +601,7 @@ def to_mace_torch(model: MACE) -> torch.nn.Module:
             raise UnsupportedModelError(
                 f"this mace-torch release has no {key} option; upgrade mace-torch"
             )
-    with _default_dtype(model.dtype), quiet_e3nn_build():  # e3nn's TorchScript warnings
+    with default_dtype(model.dtype), quiet_e3nn_build():  # e3nn's TorchScript warnings
         if h["scale_shift"]:
             scale = float(model.scale_shift.scale)
             shift = float(model.scale_shift.shift)

@@ -20,14 +20,15 @@ through :class:`macelab.precision.plugin.PolicyPrecision`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from macelab.dtypes import default_dtype
 from macelab.errors import ConfigError
+
+__all__ = ["default_dtype"]  # re-exported: where most callers import it from
 
 TRAINER_PRECISION = {
     "64": "64-true",
@@ -126,14 +127,3 @@ def parameter_dtype(cfg: Any) -> torch.dtype:
     name = str(cfg.get("name") if hasattr(cfg, "get") else cfg)
     trainer = str(cfg.get("trainer") or "") if hasattr(cfg, "get") else ""
     return torch.float64 if name == "64" or trainer.startswith("64") else torch.float32
-
-
-@contextmanager
-def default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """Create tensors and modules in ``dtype`` inside the block (e3nn uses the default)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)

@@ -31,6 +31,8 @@ from macelab.data.checks import find_bad_graph
 from macelab.data.neighbors import DEFAULT_MIN_DISTANCE
 from macelab.data.statistics import DatasetStatistics
 from macelab.errors import ConfigError, DataError, MacelabError
+from macelab.model import build_model
+from macelab.runtime import apply_runtime, plan_from_config
 from macelab.training.ema import ExponentialMovingAverage
 from macelab.training.loss import EnergyForcesLoss, LossWeights
 from macelab.training.metrics import EnergyForceMetrics
@@ -140,14 +142,16 @@ class MACELightningModule(L.LightningModule):
         nonfinite: ``"stop"`` (raise, naming the step) or ``"skip"`` (skip and count the step).
         compute_stress: also predict stress (periodic data with stress labels).
         test_set_names: names of the test loaders, in order.
-        cuda_graphs: replay each training step (forward, forces, loss, backward) from a
-            CUDA graph per shape bucket (``macelab.speed.train_step``); one GPU only.
-        compile_step: trace each training step (forces and the loss's double backward
-            included) into one program per shape bucket and compile it with Inductor
-            (``macelab.speed.compiled_train``); replayed from CUDA graphs with
-            ``cuda_graphs``. One device, precision 32 or 64.
         run_config: the whole resolved run config, stored so that a checkpoint alone can be
             evaluated on the data it was trained for.
+        runtime: how the model computes (``conf/runtime``, :class:`RuntimePlan` fields):
+            contraction backend, fused convolution, edge chunking, and each training step
+            replayed from a CUDA graph per shape bucket (``cuda_graphs``,
+            ``macelab.speed.train_step``; one GPU) or traced into one Inductor program per
+            bucket (``compile``, ``macelab.speed.compiled_train``; one device, precision 32
+            or 64).
+        cuda_graphs, compile_step: old names of ``runtime.cuda_graphs`` and
+            ``runtime.compile`` (:func:`macelab.runtime.plan_from_config`).
     """
 
     def __init__(
@@ -163,14 +167,16 @@ class MACELightningModule(L.LightningModule):
         compute_stress: bool = False,
         test_set_names: list[str] | None = None,
         run_config: dict[str, Any] | None = None,
-        cuda_graphs: bool = False,
-        compile_step: bool = False,
+        runtime: dict[str, Any] | None = None,
+        cuda_graphs: bool | None = None,
+        compile_step: bool | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        from macelab.model import build_model  # the model package is imported lazily
-
-        self.model = build_model(model, DatasetStatistics.from_dict(statistics))
+        legacy = {"cuda_graphs": cuda_graphs, "compile_step": compile_step}
+        self.runtime = plan_from_config(runtime, model, legacy)
+        built = build_model(model, DatasetStatistics.from_dict(statistics))
+        self.model = apply_runtime(built, self.runtime)
         loss = dict(loss or {})
         self.base_weights = LossWeights(
             energy=loss.pop("energy_weight", 1.0),
@@ -208,8 +214,8 @@ class MACELightningModule(L.LightningModule):
         self._validated_epoch = -1
         self._stage_two_started: int | None = None  # decided by stage_two.start_fraction
         self._ema_backup: dict[str, Tensor] | None = None
-        self.cuda_graphs = bool(cuda_graphs)
-        self.compile_step = bool(compile_step)
+        self.cuda_graphs = self.runtime.cuda_graphs
+        self.compile_step = self.runtime.compile
         # macelab.speed's GraphedTrainStep or CompiledTrainStep, built lazily
         self._graphed_step = None
 
