@@ -166,3 +166,14 @@ def test_build_for_run_reads_the_old_model_keys():
     assert _contraction_backends(build_model({**TINY_CONFIG, "backend": "sparse_torch"})) == {
         "e3nn"
     }  # the model alone is the reference: how it computes is the plan's
+
+
+def test_calculator_takes_a_runtime_plan():
+    from macelab.calculator import MACECalculator
+
+    model = build_model(TINY_CONFIG)
+    calculator = MACECalculator(model, runtime={"backend": "sparse_torch", "edge_chunk": 30})
+    assert _contraction_backends(calculator.model) == {"sparse_torch"}
+    assert {m.edge_chunk for m in calculator.model.interactions} == {30}
+    assert calculator.accelerate is None
+    assert _contraction_backends(model) == {"e3nn"}  # the calculator's copy only

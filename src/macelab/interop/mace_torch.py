@@ -40,9 +40,10 @@ from e3nn import o3
 
 from macelab._compat import quiet_e3nn_build
 from macelab.dtypes import default_dtype
-from macelab.errors import MacelabError, MissingDataError
+from macelab.errors import ConfigError, MacelabError, MissingDataError
 from macelab.interop.cg_basis import translate_path_weights
 from macelab.loading import load_pickle
+from macelab.model import radial, repulsion
 from macelab.model.irreps import hidden_irreps
 from macelab.model.mace import MACE
 from macelab.model.readout import GATES
@@ -254,7 +255,6 @@ def _covalent_radii_match(module: Any) -> bool:
 
 
 def _check_zbl(zbl: Any, p: int) -> None:
-    from macelab.model import repulsion
 
     if type(zbl).__name__ != "ZBLBasis":
         raise _refuse(f"the pair repulsion {type(zbl).__name__}", "only ZBLBasis.")
@@ -276,7 +276,6 @@ def _check_zbl(zbl: Any, p: int) -> None:
 
 def _check_distance_transform(transform: Any) -> str:
     """macelab's name of a (supported) mace-torch distance transform."""
-    from macelab.model import radial
 
     kind = type(transform).__name__
     if kind == "AgnesiTransform":
@@ -548,8 +547,6 @@ def to_mace_torch(model: MACE) -> torch.nn.Module:
     h: Mapping[str, Any] = model.hyperparameters
     embedding = h.get("embedding", "full")
     if embedding != "full":
-        from macelab.errors import ConfigError
-
         kind = {
             "low_rank": "factorises them through element factors",
             "int8": "fake-quantises them to 8 bits",

@@ -25,8 +25,10 @@ from typing import Any
 
 import torch
 
+from macelab.config import CONFIG_DIR
 from macelab.dtypes import default_dtype
 from macelab.errors import ConfigError
+from macelab.precision.policy import Policy
 
 __all__ = ["default_dtype"]  # re-exported: where most callers import it from
 
@@ -42,7 +44,6 @@ MATMUL_PRECISION = {"tf32": "high"}
 
 def policy_names() -> list[str]:
     """The policies shipped in conf/precision (``policy_*.yaml``)."""
-    from macelab.config import CONFIG_DIR
 
     return sorted(p.stem for p in (Path(CONFIG_DIR) / "precision").glob("policy_*.yaml"))
 
@@ -59,8 +60,6 @@ def load_precision(name: str | Any) -> Any:
         return name
     from omegaconf import OmegaConf
 
-    from macelab.config import CONFIG_DIR
-
     path = Path(CONFIG_DIR) / "precision" / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(
@@ -72,8 +71,6 @@ def load_precision(name: str | Any) -> Any:
 def policy_of(cfg: Any):
     """The :class:`~macelab.precision.policy.Policy` of a precision config, or None."""
     from omegaconf import DictConfig, OmegaConf
-
-    from macelab.precision.policy import Policy
 
     policy = cfg.get("policy") if hasattr(cfg, "get") else None
     if policy is None:

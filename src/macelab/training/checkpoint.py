@@ -23,7 +23,7 @@ from omegaconf import OmegaConf, open_dict
 from macelab.data.statistics import DatasetStatistics
 from macelab.errors import ConfigError, DataError, MacelabError, UntrustedFileError
 from macelab.loading import load_weights
-from macelab.model import build_model
+from macelab.model import MACE, build_model
 from macelab.model.build import RUNTIME_KEYS
 from macelab.precision import default_dtype
 from macelab.runtime import RuntimePlan, apply_runtime, plan_from_config, runnable
@@ -213,8 +213,6 @@ def check_compatible(
 
 def _hyperparameter_defaults() -> dict[str, Any]:
     import inspect
-
-    from macelab.model import MACE
 
     parameters = inspect.signature(MACE.__init__).parameters.values()
     return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
