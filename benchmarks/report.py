@@ -161,6 +161,18 @@ def meta(device: torch.device, argv: list[str]) -> dict[str, Any]:
     }
 
 
+def run_meta(script: str, argv: list[str] | None, device: str) -> dict[str, Any]:
+    """The fields a training-run benchmark's record starts with (ablations, budgets):
+    device name, date, versions, the command that wrote it and the commit."""
+    return {
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else "CPU",
+        "date": dt.datetime.now().astimezone().strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {"torch": torch.__version__},
+        "command": " ".join([f"python benchmarks/{script}", *(argv or sys.argv[1:])]),
+        "commit": os.environ.get("MACELAB_COMMIT"),
+    }
+
+
 def new_record(
     workload: str, implementation: str, precision: str, system: dict[str, Any], common: dict
 ) -> dict[str, Any]:

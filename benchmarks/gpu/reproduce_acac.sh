@@ -71,7 +71,7 @@ if [[ "$1" == finish ]]; then
     python3 -m macelab.evaluate ckpt_path="$RUN/checkpoints/last.ckpt" \
         hydra.run.dir="$RUN/evaluate_last" plots=false 2>&1 | tail -n 12
     for which in best last; do
-        python3 -c "import sys; from macelab.training.artifact import artifact_from_checkpoint as a; \
+        python3 -c "import sys; from macelab.training.checkpoint import artifact_from_checkpoint as a; \
 a(sys.argv[1], sys.argv[2])" "$RUN/checkpoints/$which.ckpt" "$OUT/$which"
     done
     tar -czf "$OUT/run.tar.gz" --exclude='*.ckpt' "$RUN" .runs/train.log

@@ -353,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = args.variants.split(",")
     for variant in variants:
         overrides_for(variant)  # refuse a misspelt variant before any training
-    import torch
+
+    from benchmarks.report import run_meta  # torch: imported after the arguments parse
 
     args.out.mkdir(parents=True, exist_ok=True)
     runs = args.runs_dir or args.out / "runs"
@@ -363,14 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         "budget_s": args.budget_s,
         "precision": args.precision,
         "seed": args.seed,
-        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "CPU",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": {"torch": torch.__version__},
+        **run_meta("studies/embedding_ablation.py", argv, args.device),
         "tiny": args.tiny,
-        "command": " ".join(
-            ["python benchmarks/studies/embedding_ablation.py", *(argv or sys.argv[1:])]
-        ),
-        "commit": os.environ.get("MACELAB_COMMIT"),
         "runs": [],
     }
     json_path = args.out / "embedding_ablation.json"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -146,18 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="a tiny model and split (checks)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    import torch
+
+    from benchmarks.report import run_meta  # torch: imported after the arguments parse
 
     args.out.mkdir(parents=True, exist_ok=True)
     record = {
         "budget_s": args.budget_s,
-        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "CPU",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **run_meta("studies/precision_budget.py", argv, args.device),
         "tiny": args.tiny,
-        "command": " ".join(
-            ["python benchmarks/studies/precision_budget.py", *(argv or sys.argv[1:])]
-        ),
-        "commit": os.environ.get("MACELAB_COMMIT"),
         "runs": [],
     }
     for precision in args.precisions.split(","):

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from macelab.errors import ConfigError, UntrustedFileError
+from macelab.model.embedding import UnknownElementError
 
 METADATA_KEY = "macelab.json"  # the key of macelab's metadata in the package
 FORMAT = "macelab-aoti"
@@ -116,8 +117,6 @@ class AOTIPotential:
         unknown = sorted(present - set(self.atomic_numbers))
         if unknown:
             from ase.data import chemical_symbols
-
-            from macelab.model.embedding import UnknownElementError  # the models' error
 
             names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in unknown)
             table = ", ".join(chemical_symbols[z] for z in self.atomic_numbers)

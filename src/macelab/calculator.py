@@ -22,7 +22,7 @@ instead of returning the NaN energies and forces a model gives for coincident at
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,10 +33,16 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 from torch_geometric.data import Batch
 
+from macelab.aoti import AOTIPotential, is_aoti_package
 from macelab.data.graph import atoms_to_graph
 from macelab.data.neighbors import DEFAULT_MIN_DISTANCE, closest_pair, too_close_error
 from macelab.devices import resolve_device
 from macelab.errors import ConfigError
+from macelab.foundations import open_model
+from macelab.precision.inference import for_inference
+from macelab.runtime import RuntimePlan, apply_runtime
+from macelab.speed.compiled import CompiledPotential
+from macelab.speed.cuda_graphs import GraphedPotential
 
 ACCELERATIONS = (None, "graphs", "compiled")
 
@@ -67,6 +73,11 @@ class MACECalculator(Calculator):
         edge_chunk: compute messages in chunks of this many edges with activation
             checkpointing (:meth:`macelab.model.MACE.set_edge_chunk`): less memory for very
             large systems, a little more time; with ``accelerate=None`` only.
+        runtime: how the models compute, a :class:`~macelab.runtime.RuntimePlan` or a
+            ``conf/runtime`` mapping (contraction backend, fused convolution, edge chunking;
+            ``cuda_graphs`` is ``accelerate="graphs"``, ``compile`` is
+            ``accelerate="compiled"``, ``precision_policy`` is ``precision``). ``accelerate``
+            and ``edge_chunk`` are its older names, still taken. None: the models as given.
         trust_pickle: load checkpoints that hold more than tensors and plain values,
             mace-torch ``.model`` files (pickles) and AOTInductor packages (compiled code),
             which runs code stored in them (trusted files only; by default such a file raises
@@ -106,12 +117,19 @@ class MACECalculator(Calculator):
         edge_chunk: int | None = None,
         trust_pickle: bool = False,
         min_distance: float | None = DEFAULT_MIN_DISTANCE,
+        runtime: RuntimePlan | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        from macelab.precision.inference import for_inference
-
         super().__init__(**kwargs)
         self.device = resolve_device(device)
+        plan = None
+        if runtime is not None:
+            plan = (
+                runtime if isinstance(runtime, RuntimePlan) else RuntimePlan.from_mapping(runtime)
+            )
+            accelerate = accelerate or _accelerate(plan)
+            edge_chunk = edge_chunk if edge_chunk is not None else plan.edge_chunk
+            precision = precision if precision is not None else plan.precision_policy
         if accelerate not in ACCELERATIONS:
             raise ConfigError(
                 f"unknown accelerate={accelerate!r} for MACECalculator; choose None (null on "
@@ -133,6 +151,9 @@ class MACECalculator(Calculator):
                 continue
             model_object = _as_model(source, trust_pickle)
             member, context = for_inference(model_object, str(precision or "64"), self.device)
+            if plan is not None:  # the kernels; graphs, compilation and chunking below
+                kernels = RuntimePlan(plan.backend, plan.fused_convolution)
+                apply_runtime(member, kernels)
             for parameter in member.parameters():
                 parameter.requires_grad_(False)
             self.members.append((member, context))
@@ -215,12 +236,8 @@ class MACECalculator(Calculator):
         if key not in self._potentials:
             model, context = self.members[index]
             if self.accelerate == "graphs":
-                from macelab.speed.cuda_graphs import GraphedPotential
-
                 potential = GraphedPotential(model, compute_stress=periodic, context=context)
             else:
-                from macelab.speed.compiled import CompiledPotential
-
                 potential = CompiledPotential(model, compute_stress=periodic, context=context)
             self._potentials[key] = potential
         return self._potentials[key]
@@ -288,6 +305,13 @@ class MACECalculator(Calculator):
             self.results["forces_uncertainty"] = np.linalg.norm(forces_std, axis=-1)
 
 
+def _accelerate(plan: RuntimePlan) -> str | None:
+    """The ``accelerate`` mode of a runtime plan."""
+    if plan.compile:
+        return "compiled"
+    return "graphs" if plan.cuda_graphs else None
+
+
 def _as_model(source: torch.nn.Module | str | Path, trust_pickle: bool) -> torch.nn.Module:
     """A model object from a model, a path (checkpoint: EMA weights; model folder;
     mace-torch file) or a foundation model name."""
@@ -299,16 +323,12 @@ def _as_model(source: torch.nn.Module | str | Path, trust_pickle: bool) -> torch
             "torch.export.load; the calculator takes the AOTInductor package of the model "
             "(python -m macelab.export format=aoti) or its checkpoint."
         )
-    from macelab.training.checkpoint import open_model
-
     return open_model(source, trust_pickle=trust_pickle)
 
 
 def _is_package(source: Any) -> bool:
     if not isinstance(source, str | Path) or Path(source).suffix != ".pt2":
         return False
-    from macelab.aoti import is_aoti_package
-
     return is_aoti_package(source)
 
 
@@ -317,8 +337,6 @@ def _load_package(
 ) -> Any:
     """The :class:`~macelab.aoti.AOTIPotential` of ``source``, checked against the requested
     device and precision (loading runs its compiled code: only with ``trust_pickle``)."""
-    from macelab.aoti import AOTIPotential
-
     package = AOTIPotential(source, device, trust_pickle=trust_pickle)
     named = {"64": torch.float64, "32": torch.float32}.get(str(precision))
     if precision is not None and named != package.dtype:

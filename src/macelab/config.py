@@ -19,6 +19,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from macelab.errors import ConfigError
+
 
 def config_dir() -> Path:
     """The folder that holds ``train.yaml`` and the config groups."""
@@ -54,7 +56,6 @@ def check_types(values: Mapping[str, Any], function: Callable[..., Any], prefix:
         function: the callable the section configures.
         prefix: the section's name, e.g. ``model``, for the message.
     """
-    from macelab.errors import ConfigError
 
     hints = typing.get_type_hints(function)
     for key, value in values.items():

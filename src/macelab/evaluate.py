@@ -17,10 +17,10 @@ from typing import Any
 
 import hydra
 import lightning  # noqa: F401 (imported before Hydra's logging setup: macelab.cli.tidy_output)
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from macelab.cli import prepare_argv, progress_bar, user_errors_exit
-from macelab.config import CONFIG_DIR, to_dict
+from macelab.config import CONFIG_DIR
 
 log = logging.getLogger("macelab.evaluate")
 
@@ -28,14 +28,13 @@ log = logging.getLogger("macelab.evaluate")
 def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """Evaluate ``cfg.ckpt_path`` on its test sets; return the metrics per test set."""
     import lightning as L
-    from hydra.utils import instantiate
 
     from macelab._compat import lightning_loading
     from macelab.analysis.parity import save_parity_plots, save_predictions
     from macelab.precision import apply_precision, default_dtype, trainer_precision_kwargs
     from macelab.training.artifact import is_artifact, load_artifact
     from macelab.training.callbacks import EpochProgress
-    from macelab.training.checkpoint import read_checkpoint, stored_dtype
+    from macelab.training.checkpoint import read_checkpoint, recorded_test_data, stored_dtype
     from macelab.training.module import MACELightningModule
     from macelab.training.results import paper_results, write_results
     from macelab.training.scaling import warn_if_oversubscribed
@@ -54,33 +53,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         saved = OmegaConf.create(hparams.get("run_config") or {})
         dtype = stored_dtype(checkpoint)
 
-    data_cfg = cfg.get("data") or saved.get("data")
-    if data_cfg is None:
-        from macelab.errors import ConfigError
-
-        raise ConfigError(
-            f"{cfg.ckpt_path} does not record its data config; pass data=<name> "
-            "(acac, 3bpa, rmd17 or xyz with data.train_file/test_files)."
-        )
-    # Data configs refer to ${model.r_max} and ${seed}: resolve them against the checkpoint.
-    context = OmegaConf.create(
-        {
-            "model": hparams["model"],
-            "seed": saved.get("seed", 0),
-            "paths": to_dict(cfg.paths),
-            "data": data_cfg,
-        }
-    )
-    data_cfg = context.data
-    if cfg.batch_size is not None:
-        with open_dict(data_cfg):
-            data_cfg.valid_batch_size = cfg.batch_size
-    precision_cfg = cfg.get("precision") or saved.get("precision") or {"name": "64"}
-
-    datamodule = instantiate(data_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    datamodule.check_elements(hparams["statistics"]["atomic_numbers"])
+    datamodule, precision_cfg = recorded_test_data(cfg, hparams, saved, "")
     if artifact_model is not None:  # its weights are the ones to evaluate (EMA or not)
         with default_dtype(dtype):
             module = MACELightningModule(

@@ -287,8 +287,8 @@ def export_torchscript(model: torch.nn.Module, path: str | Path) -> Path:
 
 def run_export(cfg: DictConfig) -> Path:
     """Export ``cfg.ckpt_path`` (conf/export.yaml) in ``cfg.format``; returns the file."""
-    from macelab.training.artifact import artifact_from_checkpoint
-    from macelab.training.checkpoint import open_model
+    from macelab.foundations import open_model
+    from macelab.training.checkpoint import artifact_from_checkpoint
 
     if cfg.format not in FORMATS:
         raise ConfigError(f"format={cfg.format!r}; choose one of {', '.join(FORMATS)}.")

@@ -36,7 +36,19 @@ from pathlib import Path
 
 import torch
 
-from macelab.errors import ChecksumMismatchError, ConfigError, MissingDataError, UntrustedFileError
+from macelab.data.download import TIMEOUT_S, default_cache_dir, download_verified, offline
+from macelab.data.files import raw_sha256
+from macelab.data.statistics import DatasetStatistics
+from macelab.errors import (
+    ChecksumMismatchError,
+    ConfigError,
+    MacelabError,
+    MissingDataError,
+    UntrustedFileError,
+)
+from macelab.interop import from_mace_torch
+from macelab.training.artifact import is_artifact, load_artifact, save_artifact
+from macelab.training.checkpoint import load_model
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +135,6 @@ def _entry(name: str) -> FoundationModel:
 
 def model_dir(name: str, cache_dir: str | Path | None = None) -> Path:
     """The cache folder of model ``name``: ``<cache>/models/<name>``."""
-    from macelab.data.download import default_cache_dir
 
     return Path(cache_dir or default_cache_dir()).expanduser() / "models" / _entry(name).name
 
@@ -168,7 +179,6 @@ def pin_checksum(name: str, sha256: str, cache_dir: str | Path | None = None) ->
 
 
 def _check_file(path: Path, sha256: str, entry: FoundationModel) -> None:
-    from macelab.data.files import raw_sha256
 
     actual = raw_sha256(path)
     if actual != sha256:
@@ -207,8 +217,6 @@ def fetch(
         ChecksumMismatchError: the download, or the cached file, has another sha256.
         MissingDataError: the download failed, or ``MACELAB_OFFLINE=1``.
     """
-    from macelab.data.download import TIMEOUT_S, download_verified, offline
-    from macelab.data.files import raw_sha256
 
     entry = _entry(name)
     if sha256 is not None:
@@ -272,7 +280,6 @@ def load(
     uses load that folder (no unpickling, no ``trust_pickle``) if it was converted from a
     file with the current expected sha256.
     """
-    from macelab.training.artifact import is_artifact, load_artifact
 
     entry = _entry(name)
     folder = model_dir(name, cache_dir) / CONVERTED
@@ -297,7 +304,6 @@ def load(
             "is then cached and later uses need no opt-in (docs/security.md).",
             file=model_path(name, cache_dir),
         )
-    from macelab.interop import from_mace_torch
 
     path = fetch(name, cache_dir=cache_dir)
     model = from_mace_torch(path, head=head, trust_pickle=True)
@@ -309,8 +315,6 @@ def load(
 def _save_converted(
     model: torch.nn.Module, folder: Path, source_sha256: str | None, entry: FoundationModel
 ) -> None:
-    from macelab.data.statistics import DatasetStatistics
-    from macelab.training.artifact import save_artifact
 
     h = model.hyperparameters
     statistics = DatasetStatistics(
@@ -349,3 +353,28 @@ __all__ = [
     "model_path",
     "pin_checksum",
 ]
+
+
+def open_model(
+    source: str | Path,
+    *,
+    use_ema: bool = True,
+    trust_pickle: bool = False,
+) -> torch.nn.Module:
+    """A macelab model (CPU, eval mode) from any of: a macelab checkpoint (its EMA weights
+    unless ``use_ema=False``), a model folder, a mace-torch ``.model`` file, or a foundation
+    model name of :data:`FOUNDATION_MODELS` (``mace-off-small``).
+
+    mace-torch files are pickles: they load only with ``trust_pickle=True`` (as do
+    checkpoints holding more than tensors); a foundation model needs it on first use only
+    (:func:`load`).
+    """
+    path = Path(source)
+    if is_foundation_model(str(source)) and not path.exists():
+        return load(str(source), trust_pickle=trust_pickle)
+    if path.suffix == ".model" and path.is_file():
+        return from_mace_torch(path, trust_pickle=trust_pickle)
+    if not path.exists():
+        raise MacelabError(missing_model_message(str(source)))
+    model, _ = load_model(path, use_ema=use_ema, trust_pickle=trust_pickle)
+    return model

@@ -20,10 +20,10 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from macelab.cli import prepare_argv, user_errors_exit
-from macelab.config import CONFIG_DIR, to_dict
+from macelab.config import CONFIG_DIR
 from macelab.errors import ConfigError
 
 log = logging.getLogger("macelab.quantize")
@@ -241,36 +241,13 @@ def run_quantize(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
 def _test_data(cfg: DictConfig) -> tuple[Any, str]:
     """The checkpoint's data module (or ``cfg.data``), set up for test, and the precision."""
-    from hydra.utils import instantiate
-
-    from macelab.training.checkpoint import read_checkpoint
+    from macelab.training.checkpoint import read_checkpoint, recorded_test_data
 
     checkpoint = read_checkpoint(cfg.ckpt_path, trust_pickle=bool(cfg.get("trust_pickle", False)))
     hparams = checkpoint["hyper_parameters"]
-    saved = OmegaConf.create(hparams.get("run_config") or {})
-    data_cfg = cfg.get("data") or saved.get("data")
-    if data_cfg is None:
-        raise ConfigError(
-            f"checkpoint {cfg.ckpt_path} does not record its data config; pass data=<name> "
-            "(acac, 3bpa, rmd17 or xyz with data.train_file/test_files), or compare=false."
-        )
-    context = OmegaConf.create(
-        {
-            "model": hparams["model"],
-            "seed": saved.get("seed", 0),
-            "paths": to_dict(cfg.paths),
-            "data": data_cfg,
-        }
+    datamodule, precision = recorded_test_data(
+        cfg, hparams, hparams.get("run_config"), ", or compare=false"
     )
-    data_cfg = context.data
-    if cfg.batch_size is not None:
-        with open_dict(data_cfg):
-            data_cfg.valid_batch_size = cfg.batch_size
-    precision = cfg.get("precision") or saved.get("precision") or {"name": "64"}
-    datamodule = instantiate(data_cfg)
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    datamodule.check_elements(hparams["statistics"]["atomic_numbers"])
     return datamodule, str(precision["name"])
 
 

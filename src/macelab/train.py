@@ -63,6 +63,7 @@ def fit_and_test(cfg: DictConfig) -> TrainingOutcome:
         parameter_dtype,
         trainer_precision_kwargs,
     )
+    from macelab.runtime import plan_from_config, without_legacy_keys
     from macelab.sweeps.launching import hydra_ddp_job
     from macelab.training.checkpoint import check_compatible
     from macelab.training.module import MACELightningModule
@@ -137,12 +138,14 @@ def fit_and_test(cfg: DictConfig) -> TrainingOutcome:
         silence_synced_metric_warnings()
     # Build the model in the dtype its weights are kept in, so that a checkpoint's float64
     # weights are never rounded through float32 on the way back in.
-    model_cfg = to_dict(cfg.model)
+    # how the model computes: conf/runtime, with the old model.* and training.* keys mapped
+    runtime = plan_from_config(cfg.get("runtime"), cfg.model, cfg.training)
+    for key in ("cuda_graphs", "compile_step"):  # old names, now in runtime
+        training.pop(key, None)
+    model_cfg = without_legacy_keys(cfg.model)
     if pretrained is not None:
         pretrained = finetune.select_elements(pretrained_cfg, pretrained, datamodule.statistics)
         model_cfg = finetune.model_config(pretrained, datamodule.statistics, refit)
-        for key in ("backend", "fused_convolution"):  # how, not what
-            model_cfg[key] = to_dict(cfg.model).get(key)
     with (
         default_dtype(parameter_dtype(cfg.precision)),
         e3nn_torchscript(
@@ -154,6 +157,7 @@ def fit_and_test(cfg: DictConfig) -> TrainingOutcome:
             statistics=datamodule.statistics.to_dict(),
             test_set_names=list(datamodule.test_set_names),
             run_config=to_dict(cfg),
+            runtime=runtime.to_dict(),
             **training,
         )
     if pretrained is not None:

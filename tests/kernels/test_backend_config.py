@@ -1,5 +1,6 @@
-"""``model.backend``: the contraction backend chosen in the config, kept in checkpoints,
-changeable on load and on resume, refused with a clear error where it cannot run."""
+"""``runtime.backend`` (old name ``model.backend``, still read): the contraction backend
+chosen in the config, kept in checkpoints, changeable on load and on resume, refused with a
+clear error where it cannot run."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from ase.build import molecule
 
 from macelab.errors import ConfigError
 from macelab.kernels import get_backend
-from macelab.model import build_model
 from macelab.model.symmetric_contraction import SymmetricContraction
+from macelab.runtime import build_for_run as build_model
 from tests.training.conftest import TINY, compose_config  # noqa: F401 (fixture)
 
 from ..model.helpers import TINY_CONFIG, batch, default_dtype
@@ -48,7 +49,7 @@ def test_explicit_backend_overrides_the_config():
 
 
 def test_unknown_or_unavailable_backend_is_a_config_error(monkeypatch):
-    with pytest.raises(ConfigError, match=r"model\.backend=cuda.*unknown contraction backend"):
+    with pytest.raises(ConfigError, match=r"runtime\.backend=cuda.*unknown contraction backend"):
         build_model({**CONFIG, "backend": "cuda"})
     find_spec = importlib.util.find_spec
 
@@ -57,12 +58,12 @@ def test_unknown_or_unavailable_backend_is_a_config_error(monkeypatch):
 
     with monkeypatch.context() as patched:
         patched.setattr(importlib.util, "find_spec", without_cueq)
-        with pytest.raises(ConfigError, match=r"model\.backend=cueq.*macelab\[cueq\]"):
+        with pytest.raises(ConfigError, match=r"runtime\.backend=cueq.*macelab\[cueq\]"):
             build_model({**CONFIG, "backend": "cueq"})
     if torch.cuda.is_available():
         return
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.raises(ConfigError, match=r"model\.backend=triton.*model\.backend=e3nn"):
+    with pytest.raises(ConfigError, match=r"runtime\.backend=triton.*runtime\.backend=e3nn"):
         build_model({**CONFIG, "backend": "triton"})
 
 
@@ -88,7 +89,7 @@ def test_checkpoint_keeps_the_backend_and_loads_with_any(
     assert len(losses) > 0 and all(math.isfinite(v) for v in losses)
     ckpt = next(run.rglob("last.ckpt"))
     model, hparams = load_model(ckpt)
-    assert hparams["model"]["backend"] == "sparse_torch"
+    assert hparams["runtime"]["backend"] == "sparse_torch"
     assert _backends(model) == {"sparse_torch"}
     plain, _ = load_model(ckpt, backend="e3nn")
     assert _backends(plain) == {"e3nn"}
@@ -107,6 +108,7 @@ def test_checkpoint_keeps_the_backend_and_loads_with_any(
         return
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     checkpoint = read_checkpoint(ckpt)
+    del checkpoint["hyper_parameters"]["runtime"]  # as written before conf/runtime: old keys
     checkpoint["hyper_parameters"]["model"]["backend"] = "triton"
     triton_ckpt = tmp_path / "triton.ckpt"
     torch.save(checkpoint, triton_ckpt)

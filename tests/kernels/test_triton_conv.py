@@ -164,11 +164,11 @@ def test_edge_chunk_with_the_fused_convolution_is_reported(caplog):
 
 def test_fused_convolution_where_triton_cannot_run(monkeypatch):
     """On a CPU without the interpreter the fused convolution is refused: a ValueError from
-    set_backend and a one-paragraph ConfigError from the model config."""
+    set_backend and a one-paragraph ConfigError from the runtime plan."""
     from macelab.errors import ConfigError
     from macelab.kernels import set_backend
-    from macelab.model.build import use_backend
     from macelab.precision_report import random_model
+    from macelab.runtime import RuntimePlan, apply_runtime
 
     if torch.cuda.is_available():
         pytest.skip("Triton runs on this machine's GPU")
@@ -176,9 +176,9 @@ def test_fused_convolution_where_triton_cannot_run(monkeypatch):
     model = random_model("tiny", correlation=2)
     with pytest.raises(ValueError, match=r"fused convolution .* cannot run"):
         set_backend(model, "e3nn", convolution=True)
-    with pytest.raises(ConfigError, match=r"model\.fused_convolution=True"):
-        use_backend(model, "e3nn", True)
-    assert use_backend(model, "e3nn", None) is model
+    with pytest.raises(ConfigError, match=r"runtime\.fused_convolution=True"):
+        apply_runtime(model, RuntimePlan(fused_convolution=True))
+    assert apply_runtime(model, RuntimePlan()) is model
 
 
 def test_fused_convolution_under_policy_safe():

@@ -15,6 +15,7 @@ from ase.build import bulk
 from torch_geometric.data import Batch
 
 from macelab.data.graph import AtomicGraph, atoms_to_graph
+from macelab.dtypes import default_dtype
 from macelab.model import MACE
 
 ELEMENTS = [1, 6, 7, 8, 14]
@@ -39,16 +40,6 @@ TINY_CONFIG: dict[str, Any] = {
     "scale": 1.0,
     "shift": 0.0,
 }
-
-
-@contextlib.contextmanager
-def default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 @contextlib.contextmanager

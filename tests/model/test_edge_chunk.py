@@ -90,13 +90,15 @@ def test_edge_chunk_must_be_positive():
 
 
 def test_edge_chunk_is_a_runtime_key_of_the_config():
-    """model.edge_chunk builds the same model (state dict keys) with chunked interactions;
-    a checkpoint trained without it may resume with it (it does not change the function)."""
+    """model.edge_chunk (old name of runtime.edge_chunk) builds the same model (state dict
+    keys) with chunked interactions; a checkpoint trained without it may resume with it (it
+    does not change the function)."""
     from macelab.model import build_model
     from macelab.model.build import RUNTIME_KEYS
+    from macelab.runtime import build_for_run
 
     plain = build_model(TINY_CONFIG)
-    chunked = build_model({**TINY_CONFIG, "edge_chunk": 64})
+    chunked = build_for_run({**TINY_CONFIG, "edge_chunk": 64})
     assert "edge_chunk" in RUNTIME_KEYS
     assert {m.edge_chunk for m in chunked.interactions} == {64}
     assert {m.edge_chunk for m in plain.interactions} == {None}

@@ -32,8 +32,7 @@ from macelab.md import run_md
 from macelab.quantize import run_quantize
 from macelab.train import run_training
 from macelab.training import finetune
-from macelab.training.artifact import artifact_from_checkpoint
-from macelab.training.checkpoint import load_model, read_checkpoint
+from macelab.training.checkpoint import artifact_from_checkpoint, load_model, read_checkpoint
 from tests.cli import cli_env
 from tests.training.conftest import TINY, compose_run_config
 

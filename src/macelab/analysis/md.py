@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from macelab._compat import thermalize
+
 _COLUMNS = {
     "time": "time_ps",
     "etot": "etot_eV",
@@ -46,8 +48,6 @@ def short_nve(
     from ase import units
     from ase.md.velocitydistribution import Stationary
     from ase.md.verlet import VelocityVerlet
-
-    from macelab._compat import thermalize
 
     atoms = atoms.copy()
     atoms.calc = calculator

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from macelab.analysis.backend import use_headless_backend
+
 
 def gather_predictions(records: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
     """Concatenate per-batch prediction records (see ``training.module``) into arrays."""
@@ -20,7 +22,6 @@ def gather_predictions(records: list[dict[str, torch.Tensor]]) -> dict[str, np.n
 
 def parity_figure(arrays: dict[str, np.ndarray], title: str):
     """A figure with energy-per-atom parity (left) and force-component parity (right)."""
-    from macelab.analysis.backend import use_headless_backend
 
     use_headless_backend()
     import matplotlib.pyplot as plt

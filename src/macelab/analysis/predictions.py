@@ -15,14 +15,17 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from macelab.data.locate import locate
+from macelab.errors import ConfigError, MissingDataError
+from macelab.training.artifact import is_artifact, read_artifact
+from macelab.training.checkpoint import load_model, read_checkpoint
+
 
 def run_settings(
     path: str | Path, trust_pickle: bool = False
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model config and the training run's config (data, seed, benchmark, ...) of a
     checkpoint or a model folder (``trust_pickle``: see :func:`read_checkpoint`)."""
-    from macelab.training.artifact import is_artifact, read_artifact
-    from macelab.training.checkpoint import read_checkpoint
 
     if is_artifact(path):
         config, _ = read_artifact(path)
@@ -37,8 +40,6 @@ def _data_module(
     from hydra.utils import instantiate
 
     if "data" not in saved:
-        from macelab.errors import ConfigError
-
         raise ConfigError("this model records no data config; pass data=... to evaluate.")
     context = OmegaConf.create(
         {
@@ -59,8 +60,6 @@ def _resolve(source: str, datamodule) -> str:
     ``dataset_acac/test_MD_300K.xyz`` is looked up as the data module would)."""
     if not source or Path(source).is_file():
         return source
-    from macelab.data.locate import locate
-    from macelab.errors import MissingDataError
 
     try:
         return str(locate(source, root=getattr(datamodule, "root", None), download=False).path)
@@ -95,7 +94,6 @@ def predict_test_sets(
     ``max_structures`` evaluates only the first that many structures of each set;
     ``trust_pickle`` as in :func:`macelab.training.checkpoint.load_model`.
     """
-    from macelab.training.checkpoint import load_model
 
     model_config, saved = run_settings(ckpt_path, trust_pickle=trust_pickle)
     model, _ = load_model(ckpt_path, map_location="cpu", trust_pickle=trust_pickle)

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from macelab.analysis.runs import flatten
+from macelab.errors import ConfigError
 
 
 def load_wandb_sweep(sweep_path: str, api: Any = None) -> pd.DataFrame:
@@ -23,8 +24,6 @@ def load_wandb_sweep(sweep_path: str, api: Any = None) -> pd.DataFrame:
         try:
             import wandb
         except ImportError as error:
-            from macelab.errors import ConfigError
-
             raise ConfigError(
                 "reading a wandb sweep needs the wandb package: pip install 'macelab[wandb]' "
                 "(offline sweeps are read from their run folders: macelab.analysis.runs.load_runs)"

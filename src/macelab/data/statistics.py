@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from macelab.data.e0s import e0s_for_elements
+
 
 @dataclass
 class DatasetStatistics:
@@ -70,8 +72,6 @@ def compute_statistics(
     of configurations that have forces.
     """
     import torch
-
-    from macelab.data.e0s import e0s_for_elements
 
     elements = store.elements()
     e0_list = e0s_for_elements(atomic_energies, elements, e0_source)

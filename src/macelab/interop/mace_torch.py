@@ -27,7 +27,6 @@ What :func:`from_mace_torch` accepts, and refuses with :class:`UnsupportedModelE
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
 from collections.abc import Iterator, Mapping
@@ -40,9 +39,11 @@ from e3nn import nn as e3nn_nn
 from e3nn import o3
 
 from macelab._compat import quiet_e3nn_build
-from macelab.errors import MacelabError, MissingDataError
+from macelab.dtypes import default_dtype
+from macelab.errors import ConfigError, MacelabError, MissingDataError
 from macelab.interop.cg_basis import translate_path_weights
 from macelab.loading import load_pickle
+from macelab.model import radial, repulsion
 from macelab.model.irreps import hidden_irreps
 from macelab.model.mace import MACE
 from macelab.model.readout import GATES
@@ -65,16 +66,6 @@ def _import_mace() -> Any:
     except ImportError as error:
         raise ImportError(_INSTALL_HINT) from error
     return mace_modules
-
-
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 # ----------------------------------------------------------------------------------- files
@@ -264,7 +255,6 @@ def _covalent_radii_match(module: Any) -> bool:
 
 
 def _check_zbl(zbl: Any, p: int) -> None:
-    from macelab.model import repulsion
 
     if type(zbl).__name__ != "ZBLBasis":
         raise _refuse(f"the pair repulsion {type(zbl).__name__}", "only ZBLBasis.")
@@ -286,7 +276,6 @@ def _check_zbl(zbl: Any, p: int) -> None:
 
 def _check_distance_transform(transform: Any) -> str:
     """macelab's name of a (supported) mace-torch distance transform."""
-    from macelab.model import radial
 
     kind = type(transform).__name__
     if kind == "AgnesiTransform":
@@ -543,7 +532,7 @@ def from_mace_torch(
         import copy
 
         source = copy.deepcopy(model).cpu()
-    with _default_dtype(_parameter_dtype(source)):
+    with default_dtype(_parameter_dtype(source)):
         ours = MACE(**hyperparameters)
     _copy_weights(source, ours, head_index, to_mace=False)
     return ours.eval()
@@ -558,8 +547,6 @@ def to_mace_torch(model: MACE) -> torch.nn.Module:
     h: Mapping[str, Any] = model.hyperparameters
     embedding = h.get("embedding", "full")
     if embedding != "full":
-        from macelab.errors import ConfigError
-
         kind = {
             "low_rank": "factorises them through element factors",
             "int8": "fake-quantises them to 8 bits",
@@ -611,7 +598,7 @@ def to_mace_torch(model: MACE) -> torch.nn.Module:
             raise UnsupportedModelError(
                 f"this mace-torch release has no {key} option; upgrade mace-torch"
             )
-    with _default_dtype(model.dtype), quiet_e3nn_build():  # e3nn's TorchScript warnings
+    with default_dtype(model.dtype), quiet_e3nn_build():  # e3nn's TorchScript warnings
         if h["scale_shift"]:
             scale = float(model.scale_shift.scale)
             shift = float(model.scale_shift.shift)

@@ -1,30 +1,34 @@
-"""Choosing how the symmetric contractions of a model are computed.
+"""Choosing how the symmetric contractions and convolutions of a model are computed.
 
 ``set_backend(model, "triton")`` gives every :class:`SymmetricContraction` (all its output
-irreps in one kernel) and every :class:`IrrepContraction` of ``model`` a forward of that
-backend ("cueq": the SymmetricContractions only, through NVIDIA cuEquivariance), as an
-instance attribute; parameters, buffers and state-dict keys are untouched, and
-``set_backend(model, "e3nn")`` removes it again (the class's dense einsum forward).
-"triton" also fuses each interaction's tensor product and neighbour sum (Eq. 8) into
-generated Triton kernels (:mod:`macelab.kernels.triton_conv`); ``convolution=`` switches
-that separately, so the fused convolution also runs beside the e3nn or cueq contraction.
+irreps in one kernel) and every :class:`IrrepContraction` of ``model`` the implementation
+subclass of that backend ("cueq": the SymmetricContractions only, through NVIDIA
+cuEquivariance); parameters, buffers and state-dict keys are untouched, and
+``set_backend(model, "e3nn")`` puts the reference classes back (the dense einsum forward).
+"triton" also swaps each :class:`Interaction` for :class:`FusedInteraction`, its tensor
+product and neighbour sum (Eq. 8) in generated Triton kernels
+(:mod:`macelab.kernels.triton_conv`); ``convolution=`` switches that separately, so the
+fused convolution also runs beside the e3nn or cueq contraction.
+
+Classes are swapped with :func:`macelab.model.stages.set_implementation`, which keeps any
+layer over a stage (a precision policy's), so the order of ``set_backend`` and a policy is
+free. Nothing assigns ``forward``.
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from macelab.kernels.cueq_contraction import cueq_available, cueq_contract
+from macelab.kernels.fused_interaction import FusedInteraction
 from macelab.kernels.sparse_cg import sparse_contraction, weight_tables
 from macelab.kernels.sparse_torch import sparse_contract
 from macelab.kernels.triton_contraction import triton_available, triton_contract
 from macelab.model.interaction import Interaction, warn_unused_edge_chunk
+from macelab.model.stages import implementation, set_implementation
 from macelab.model.symmetric_contraction import IrrepContraction, SymmetricContraction
 
 BACKENDS = ("e3nn", "sparse_torch", "triton", "cueq")
-_ATTRIBUTE = "_contraction_backend"
 
 
 def check_backend(backend: str) -> None:
@@ -51,6 +55,63 @@ def contract(
     return sparse_contract(features, node_attrs, tables, sparse)
 
 
+class KernelContraction(torch.nn.Module):
+    """Mixin of the contraction implementations: the forward through ``contraction_backend``."""
+
+    contraction_backend = "e3nn"
+
+    def forward(self, features: torch.Tensor, node_attrs: torch.Tensor) -> torch.Tensor:
+        return contract(self, self.contraction_backend, features, node_attrs)
+
+
+class SparseTorchSymmetricContraction(KernelContraction, SymmetricContraction):
+    """Eq. 10-11 for all output irreps from the sparse Clebsch-Gordan terms, in torch ops."""
+
+    contraction_backend = "sparse_torch"
+
+
+class SparseTorchIrrepContraction(KernelContraction, IrrepContraction):
+    """Eq. 10-11 for one output irrep from the sparse Clebsch-Gordan terms, in torch ops."""
+
+    contraction_backend = "sparse_torch"
+
+
+class TritonSymmetricContraction(KernelContraction, SymmetricContraction):
+    """Eq. 10-11 for all output irreps in one Triton kernel."""
+
+    contraction_backend = "triton"
+
+
+class TritonIrrepContraction(KernelContraction, IrrepContraction):
+    """Eq. 10-11 for one output irrep in a Triton kernel."""
+
+    contraction_backend = "triton"
+
+
+class CueqSymmetricContraction(KernelContraction, SymmetricContraction):
+    """Eq. 10-11 for all output irreps through NVIDIA cuEquivariance."""
+
+    contraction_backend = "cueq"
+
+
+# (backend, reference class) -> implementation class; absent: the reference computes
+IMPLEMENTATIONS: dict[tuple[str, type], type] = {
+    ("sparse_torch", SymmetricContraction): SparseTorchSymmetricContraction,
+    ("sparse_torch", IrrepContraction): SparseTorchIrrepContraction,
+    ("triton", SymmetricContraction): TritonSymmetricContraction,
+    ("triton", IrrepContraction): TritonIrrepContraction,
+    ("cueq", SymmetricContraction): CueqSymmetricContraction,
+}
+
+
+def _reference(module: torch.nn.Module) -> type | None:
+    cls = implementation(module)
+    for reference in (SymmetricContraction, IrrepContraction, Interaction):
+        if issubclass(cls, reference):
+            return reference
+    return None
+
+
 def set_backend(
     model: torch.nn.Module, backend: str, convolution: bool | None = None
 ) -> torch.nn.Module:
@@ -66,34 +127,18 @@ def set_backend(
     fused = backend == "triton" if convolution is None else bool(convolution)
     if fused and (reason := triton_available()) is not None:
         raise ValueError(f"the fused convolution (a Triton kernel) cannot run: {reason}")
-    interactions = [m for m in model.modules() if isinstance(m, Interaction)]
-    for module in interactions:
-        module.conv_backend = "triton" if fused else "e3nn"
-    warn_unused_edge_chunk(interactions)
+    interactions = []
     for module in model.modules():
-        if not isinstance(module, SymmetricContraction | IrrepContraction):
-            continue
-        if backend == "cueq" and not isinstance(module, SymmetricContraction):
-            backend_here = "e3nn"  # cuEquivariance contracts all output irreps at once
-        else:
-            backend_here = backend
-        # a precision policy's stage wrapper (apply_policy) is taken off and put back
-        # around the new forward, so the order of set_backend and apply_policy is free
-        precision = module.__dict__.pop("_macelab_precision", None)
-        check = module.__dict__.pop("_macelab_check", None)
-        module.__dict__.pop("_macelab_unwrapped_forward", None)
-        module.__dict__.pop("forward", None)
-        module.__dict__.pop(_ATTRIBUTE, None)
-        if backend_here != "e3nn":
-            module.forward = functools.partial(contract, module, backend_here)
-            module.__dict__[_ATTRIBUTE] = backend_here
-        if precision is not None:
-            from macelab.precision.policy import _wrap
-
-            _wrap(module, precision, check)
+        reference = _reference(module)
+        if reference is Interaction:
+            set_implementation(module, FusedInteraction if fused else Interaction)
+            interactions.append(module)
+        elif reference is not None:
+            set_implementation(module, IMPLEMENTATIONS.get((backend, reference), reference))
+    warn_unused_edge_chunk(interactions)
     return model
 
 
 def get_backend(module: torch.nn.Module) -> str:
     """The backend of one contraction module ("e3nn" unless :func:`set_backend` chose one)."""
-    return module.__dict__.get(_ATTRIBUTE, "e3nn")
+    return getattr(module, "contraction_backend", "e3nn")

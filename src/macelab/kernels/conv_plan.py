@@ -21,10 +21,13 @@ Layouts (e3nn's flat "mul_ir"): feature (block b, channel c, m_2) sits at
 
 from __future__ import annotations
 
+import copy
 import weakref
 from dataclasses import dataclass
 
 import torch
+
+from macelab.model.stages import implementation
 
 _PLANS: weakref.WeakKeyDictionary[torch.nn.Module, ConvPlan] = weakref.WeakKeyDictionary()
 
@@ -126,11 +129,8 @@ def _probe(tp: torch.nn.Module) -> ConvPlan:
 
 def _run64(tp: torch.nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
     """``tp(*inputs)`` in float64 on the CPU without changing ``tp``."""
-    import copy
-
     probe = copy.deepcopy(tp).to(device="cpu", dtype=torch.float64)
-    for attribute in ("forward", "_macelab_unwrapped_forward", "_macelab_precision"):
-        probe.__dict__.pop(attribute, None)  # the class's forward, not a precision policy's
+    probe.__class__ = implementation(probe)  # the class's forward, not a precision policy's
     return probe(*inputs)
 
 

@@ -14,14 +14,11 @@ config key (null)    taken from the statistics
 ``shift``            ``mean_interaction_energy_per_atom`` (mace-torch's ScaleShiftMACE)
 ==================== ===========================================================
 
-``backend`` (not a hyperparameter: it changes how, not what, the model computes) picks the
-implementation of the symmetric contraction, ``e3nn`` (the readable reference),
-``sparse_torch``, ``triton`` or ``cueq`` (:mod:`macelab.kernels`, docs/kernels.md).
-``fused_convolution`` (runtime; null: on with ``backend=triton`` only) computes each
-interaction's tensor product and neighbour sum in the fused Triton kernels, beside any
-contraction backend. ``edge_chunk`` (also runtime) computes the messages in chunks of that
-many edges with activation checkpointing, for systems whose per-edge intermediates do not fit
-(:mod:`macelab.model.interaction`).
+The model built is the reference implementation in the default dtype. How it computes
+(contraction backend, fused convolution, edge chunking, precision policy) is the runtime
+plan's (:mod:`macelab.runtime`), applied after building; the plan's old keys in a model
+config (``backend``, ``fused_convolution``, ``edge_chunk``: :data:`RUNTIME_KEYS`, found in
+older configs and checkpoints) are not hyperparameters and are ignored here.
 """
 
 from __future__ import annotations
@@ -33,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from macelab.config import check_types
 from macelab.data.statistics import DatasetStatistics
@@ -45,61 +43,44 @@ FROM_STATISTICS = ("atomic_numbers", "atomic_energies", "avg_num_neighbors", "sc
 HYPERPARAMETERS = tuple(
     name for name in inspect.signature(MACE.__init__).parameters if name != "self"
 )
-RUNTIME_KEYS = (
-    "backend",
-    "fused_convolution",
-    "edge_chunk",
-)  # config keys that do not change the function
+# keys of older model configs that say how, not what, the model computes (macelab.runtime)
+RUNTIME_KEYS = ("backend", "fused_convolution", "edge_chunk")
 
 
 def model_config_dict(model_cfg: Any) -> dict[str, Any]:
     """A plain dict of a model config (OmegaConf nodes resolved, ``_``-keys dropped)."""
     if model_cfg is None:
         return {}
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(model_cfg, DictConfig):
-            model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
+    if isinstance(model_cfg, DictConfig):
+        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
     if not isinstance(model_cfg, Mapping):
         raise ConfigError(f"the model config must be a mapping, got {type(model_cfg).__name__}")
     return {str(k): v for k, v in model_cfg.items() if not str(k).startswith("_")}
 
 
-def build_model(
-    model_cfg: Any,
-    statistics: DatasetStatistics | None = None,
-    *,
-    backend: str | None = None,
-) -> MACE:
+def build_model(model_cfg: Any, statistics: DatasetStatistics | None = None) -> MACE:
     """The MACE model that ``model_cfg`` describes, completed by ``statistics``.
 
     Args:
         model_cfg: a dict or OmegaConf node with the hyperparameters of
-            :class:`~macelab.model.mace.MACE` (e.g. ``cfg.model``), and optionally
-            ``backend``.
+            :class:`~macelab.model.mace.MACE` (e.g. ``cfg.model``); :data:`RUNTIME_KEYS`
+            are ignored.
         statistics: the training set's statistics; required when any of
             ``atomic_numbers, atomic_energies, avg_num_neighbors, scale, shift`` is null.
-        backend: the contraction backend, overriding the config's ``backend``
-            (default ``e3nn``).
 
     Raises:
         ConfigError: unknown keys, a null value without statistics, statistics computed
             with another cutoff than the model's ``r_max``, or a backend that cannot run here.
     """
     cfg = model_config_dict(model_cfg)
-    backend = backend or cfg.pop("backend", None) or "e3nn"
-    cfg.pop("backend", None)
-    edge_chunk = cfg.pop("edge_chunk", None)
-    fused_convolution = cfg.pop("fused_convolution", None)
+    for key in RUNTIME_KEYS:
+        cfg.pop(key, None)
     unknown = sorted(set(cfg) - set(HYPERPARAMETERS))
     if unknown:
         raise ConfigError(
             f"unknown model config keys {unknown}; the MACE hyperparameters are "
-            f"{', '.join(HYPERPARAMETERS)}, and the runtime keys {', '.join(RUNTIME_KEYS)} "
-            "(see conf/model/mace.yaml)."
+            f"{', '.join(HYPERPARAMETERS)} (see conf/model/mace.yaml); how the model "
+            "computes is set in conf/runtime."
         )
     missing = [k for k in FROM_STATISTICS if cfg.get(k) is None]
     if not cfg.get("scale_shift", True):
@@ -124,35 +105,9 @@ def build_model(
         cfg[key] = _from_statistics(key, statistics)
     check_types(cfg, MACE.__init__, "model")
     try:
-        model = MACE(**cfg)
-        model.set_edge_chunk(edge_chunk)
+        return MACE(**cfg)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"invalid model config: {error}") from error
-    return use_backend(model, backend, fused_convolution)
-
-
-def use_backend(model: MACE, backend: str, fused_convolution: bool | None = None) -> MACE:
-    """``model`` with its symmetric contractions computed by ``backend`` and, where
-    ``fused_convolution`` (None: with ``backend=triton``), its convolutions by the fused
-    Triton kernels; ConfigError if either cannot run here."""
-    from macelab.kernels import check_backend, set_backend
-
-    try:
-        check_backend(backend)
-    except ValueError as error:
-        raise ConfigError(
-            f"model.backend={backend}: {error}. Use model.backend=e3nn (the reference path, "
-            "any device) or sparse_torch, or run where the backend can."
-        ) from error
-    if backend == "e3nn" and not fused_convolution:
-        return model
-    try:
-        return set_backend(model, backend, fused_convolution)
-    except ValueError as error:
-        raise ConfigError(
-            f"model.fused_convolution={fused_convolution} (model.backend={backend}): {error}. "
-            "Set model.fused_convolution=false, or run on a CUDA GPU."
-        ) from error
 
 
 def _from_statistics(key: str, statistics: DatasetStatistics) -> Any:

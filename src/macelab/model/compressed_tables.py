@@ -27,51 +27,12 @@ from dataclasses import dataclass
 
 import torch
 
-INT8_MAX = 127
+from macelab.model.embedding import NodeEmbedding
+from macelab.model.int8 import INT8_MAX, e3nn_element_rows, element_rows, quantize_rows
+from macelab.model.product import Update
+from macelab.model.symmetric_contraction import IrrepContraction
 
-
-def quantize_rows(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[rows, k]`` float -> (``[rows, k]`` integer levels in [-127, 127] in the table's
-    dtype, ``[rows]`` scales rounded to float32 and cast back to the table's dtype).
-
-    The scale is rounded to float32 first so that ``levels * scale`` is exactly what the
-    stored int8 table and float32 scales dequantise to. An all-zero row keeps scale 1.
-    """
-    scale = table.abs().amax(dim=1) / INT8_MAX  # [rows]
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    scale = scale.to(torch.float32).to(table.dtype)
-    levels = torch.round(table / scale[:, None]).clamp(-INT8_MAX, INT8_MAX)  # [rows, k]
-    return levels, scale
-
-
-def fake_quantize_rows(table: torch.Tensor) -> torch.Tensor:
-    """``[rows, k]`` -> the table rounded to int8 per row, with identity gradient
-    (straight-through estimator: ``d out / d table = 1``)."""
-    levels, scale = quantize_rows(table.detach())
-    return table + (levels * scale[:, None] - table).detach()
-
-
-def element_rows(weight: torch.Tensor, element_axis: int) -> torch.Tensor:
-    """A weight block with the element axis moved first and the rest flattened,
-    ``[..., E, ...]`` -> ``[E, k]``."""
-    moved = weight.movedim(element_axis, 0)
-    return moved.reshape(moved.shape[0], -1)
-
-
-def fake_quantize_e3nn(block: torch.nn.Module, weight: torch.Tensor, axis: int) -> torch.Tensor:
-    """The flat weight of e3nn ``o3.Linear``/``o3.TensorProduct`` ``block``, each
-    instruction's block fake-quantised per index of input axis ``axis`` (the element)."""
-    pieces = []
-    for view in block.weight_views(weight):  # [mul_in1, (mul_in2,) mul_out] per instruction
-        rows = fake_quantize_rows(element_rows(view, axis))  # [E, k]
-        shape = view.movedim(axis, 0).shape
-        pieces.append(rows.reshape(shape).movedim(0, axis).reshape(-1))
-    return torch.cat(pieces)
-
-
-def e3nn_element_rows(block: torch.nn.Module, axis: int) -> list[torch.Tensor]:
-    """The float element rows of each instruction of e3nn ``block``, ``[E, k]`` each."""
-    return [element_rows(view.detach(), axis) for view in block.weight_views()]
+__all__ = ["INT8_MAX", "Int8Table", "compressed_table_bytes", "int8_tables"]
 
 
 @dataclass(frozen=True)
@@ -97,10 +58,6 @@ class Int8Table:
 def _float_tables(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The element tables of a model with ``embedding=int8`` as float ``[E, k]`` rows, by
     name (a parameter name, with ``[i]`` for instruction ``i`` of an e3nn block)."""
-    from macelab.model.embedding import NodeEmbedding
-    from macelab.model.product import Update
-    from macelab.model.symmetric_contraction import IrrepContraction
-
     tables: dict[str, torch.Tensor] = {}
     for name, module in model.named_modules():
         if not getattr(module, "int8", False):

@@ -14,7 +14,7 @@ import torch
 from e3nn import o3
 
 from macelab.errors import MacelabError
-from macelab.model.compressed_tables import fake_quantize_e3nn
+from macelab.model.int8 import fake_quantize_e3nn
 
 MAX_ATOMIC_NUMBER = 118
 

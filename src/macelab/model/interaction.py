@@ -33,10 +33,11 @@ edges, each under activation checkpointing: only the chunk's inputs are kept, an
 intermediates are recomputed in the backward pass. Memory per edge falls to the inputs of the
 tensor product; the cost is one more tensor-product forward per backward.
 
-``conv_backend = "triton"`` (set by ``macelab.kernels.set_backend(model, "triton")``) computes
-``tensor_product`` and ``aggregation`` together in generated Triton kernels
-(:mod:`macelab.kernels.triton_conv`): no per-edge messages exist, forward or backward, so
-``edge_chunk`` is not used there.
+An implementation subclass may compute :meth:`Interaction.convolution` (the weighted tensor
+products and their neighbour sum) differently: ``macelab.kernels.fused_interaction``'s
+``FusedInteraction`` does it in generated Triton kernels, where no per-edge messages exist,
+forward or backward, so ``edge_chunk`` is not used there. It is put in place by the runtime
+plan (:mod:`macelab.runtime`, ``fused_convolution``); this file does not know it.
 """
 
 from __future__ import annotations
@@ -85,13 +86,14 @@ def warn_unused_edge_chunk(interactions: Any) -> None:
 
 
 def shared_conv_graph(interactions: Any, edge_index: torch.Tensor, num_nodes: int) -> Any:
-    """The fused convolution's edge orders (:class:`macelab.kernels.triton_conv.ConvGraph`),
-    built once per forward for all interactions that use it; None if none does."""
-    if not any(m.conv_backend == "triton" for m in interactions):
-        return None
-    from macelab.kernels.triton_conv import ConvGraph
-
-    return ConvGraph.build(edge_index[0], edge_index[1], num_nodes)
+    """The edge orders that an implementation of the convolution needs (its
+    :meth:`Interaction.conv_graph`), built once per forward for all interactions that use
+    them; None if none does."""
+    for interaction in interactions:
+        graph = interaction.conv_graph(edge_index, num_nodes)
+        if graph is not None:
+            return graph
+    return None
 
 
 class Interaction(torch.nn.Module):
@@ -107,6 +109,9 @@ class Interaction(torch.nn.Module):
         num_elements: size of the element table (for ``element_mixing``).
         element_mixing: add the plain variant's element-dependent linear map of A.
     """
+
+    # how the convolution is computed: "e3nn" here; implementation subclasses name theirs
+    conv_backend = "e3nn"
 
     def __init__(
         self,
@@ -133,8 +138,6 @@ class Interaction(torch.nn.Module):
         self.aggregation = NeighbourSum(avg_num_neighbors)
         self.linear = o3.Linear(self.irreps_mid, self.a_irreps)
         self.edge_chunk = None  # int or None: see the module docstring; set_edge_chunk
-        # "e3nn" or "triton" (tensor product + neighbour sum fused; macelab.kernels)
-        self.conv_backend = "e3nn"
         self.element_mixing: o3.FullyConnectedTensorProduct | None = None
         if element_mixing:
             attr_irreps = o3.Irreps([(num_elements, (0, 1))])
@@ -152,10 +155,31 @@ class Interaction(torch.nn.Module):
         envelope: torch.Tensor | None = None,  # [n_edges, 1], only if not applied to the basis
         conv_graph: Any = None,  # the fused convolution's edge orders (shared_conv_graph)
     ) -> torch.Tensor:
-        sender, receiver = edge_index[0], edge_index[1]
         node_feats = self.linear_up(node_feats)  # [n, node_irreps.dim]
-        fused = self.conv_backend == "triton"
-        chunked = not fused and self.edge_chunk is not None and edge_sh.shape[0] > self.edge_chunk
+        a = self.convolution(node_feats, edge_sh, edge_radial, edge_index, envelope, conv_graph)
+        a = self.linear(a)  # [n, a_irreps.dim]
+        if self.element_mixing is not None:
+            a = self.element_mixing(a, node_attrs)
+        return flat_to_channels(a, self.a_irreps)  # [n, C, (max_ell+1)**2]
+
+    def conv_graph(self, edge_index: torch.Tensor, num_nodes: int) -> Any:
+        """Edge orders this implementation needs, shared by all interactions of one forward
+        (:func:`shared_conv_graph`); the reference needs none."""
+        return None
+
+    def convolution(
+        self,
+        node_feats: torch.Tensor,  # [n, node_irreps.dim], after linear_up
+        edge_sh: torch.Tensor,  # [e, (max_ell+1)**2]
+        edge_radial: torch.Tensor,  # [e, num_bessel]
+        edge_index: torch.Tensor,  # [2, e]
+        envelope: torch.Tensor | None = None,  # [e, 1]
+        conv_graph: Any = None,  # unused by the reference
+    ) -> torch.Tensor:  # [n, irreps_mid.dim]
+        """Eq. 8's sum over neighbours of the radially weighted tensor products (before
+        ``linear``): at once, or in chunks of ``edge_chunk`` edges."""
+        sender, receiver = edge_index[0], edge_index[1]
+        chunked = self.edge_chunk is not None and edge_sh.shape[0] > self.edge_chunk
         if chunked:
             # edges grouped by receiving atom before the radial weights are made, so that
             # the chunks below are plain splits (no second [n_edges, weight_numel] copy)
@@ -163,21 +187,20 @@ class Interaction(torch.nn.Module):
             sender, receiver = sender[order], receiver[order]
             edge_sh, edge_radial = edge_sh[order], edge_radial[order]
             envelope = None if envelope is None else envelope[order]
-        weights = self.radial_mlp(edge_radial)  # [n_edges, weight_numel]
-        if envelope is not None:
-            weights = weights * envelope
-        if fused:
-            if conv_graph is None:
-                conv_graph = shared_conv_graph([self], edge_index, node_feats.shape[0])
-            a = self._fused_neighbour_sum(node_feats, edge_sh, weights, conv_graph)
-        elif not chunked:
-            a = self._neighbour_sum(node_feats, edge_sh, weights, sender, receiver)
-        else:  # the same sum, chunk by chunk, intermediates recomputed in the backward
-            a = self._chunked_neighbour_sum(node_feats, edge_sh, weights, sender, receiver)
-        a = self.linear(a)  # [n, a_irreps.dim]
-        if self.element_mixing is not None:
-            a = self.element_mixing(a, node_attrs)
-        return flat_to_channels(a, self.a_irreps)  # [n, C, (max_ell+1)**2]
+        weights = self.radial_weights(edge_radial, envelope)  # [e, weight_numel]
+        if not chunked:
+            return self._neighbour_sum(node_feats, edge_sh, weights, sender, receiver)
+        # the same sum, chunk by chunk, intermediates recomputed in the backward
+        return self._chunked_neighbour_sum(node_feats, edge_sh, weights, sender, receiver)
+
+    def radial_weights(
+        self,
+        edge_radial: torch.Tensor,  # [e, num_bessel]
+        envelope: torch.Tensor | None,  # [e, 1]
+    ) -> torch.Tensor:  # [e, weight_numel]
+        """``R(r_ji)``, times the envelope where it was not applied to the basis."""
+        weights = self.radial_mlp(edge_radial)
+        return weights if envelope is None else weights * envelope
 
     def _neighbour_sum(
         self,
@@ -187,37 +210,9 @@ class Interaction(torch.nn.Module):
         sender: torch.Tensor,  # [e]
         receiver: torch.Tensor,  # [e]
     ) -> torch.Tensor:  # [n, irreps_mid.dim]
-        """Eq. 8's sum over neighbours of the weighted tensor products (before ``linear``)."""
+        """The weighted tensor products of all edges, summed over each receiver's neighbours."""
         messages = self._messages(node_feats, edge_sh, weights, sender)  # [e, mid]
         return self.aggregation(messages, receiver, node_feats.shape[0])
-
-    def _fused_neighbour_sum(
-        self,
-        node_feats: torch.Tensor,  # [n, node_irreps.dim]
-        edge_sh: torch.Tensor,  # [e, (max_ell+1)**2]
-        weights: torch.Tensor,  # [e, weight_numel]
-        graph: Any,  # ConvGraph of the edges
-    ) -> torch.Tensor:  # [n, irreps_mid.dim]
-        """:meth:`_neighbour_sum` in one Triton kernel (:mod:`macelab.kernels.triton_conv`).
-
-        Under a precision policy the inputs are cast to the ``tensor_product`` stage's
-        dtype and the result to the ``aggregation`` stage's; products and the sum are
-        accumulated in float32 (float64 for float64 inputs) inside the kernel.
-        """
-        from macelab.kernels.conv_plan import conv_plan
-        from macelab.kernels.triton_conv import fused_neighbour_sum
-
-        stage = self.tensor_product.__dict__.get("_macelab_precision")
-        if stage is not None:
-            node_feats, edge_sh, weights = (
-                x.to(stage.compute) for x in (node_feats, edge_sh, weights)
-            )
-        summed = fused_neighbour_sum(
-            conv_plan(self.tensor_product), node_feats, edge_sh, weights, graph
-        )
-        summed = summed / self.aggregation.avg_num_neighbors
-        stage = self.aggregation.__dict__.get("_macelab_precision")
-        return summed if stage is None else summed.to(stage.compute)
 
     def _chunked_neighbour_sum(
         self,

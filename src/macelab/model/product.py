@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from e3nn import o3
 
-from macelab.model.compressed_tables import fake_quantize_e3nn
+from macelab.model.int8 import fake_quantize_e3nn
 from macelab.model.symmetric_contraction import SymmetricContraction
 
 

@@ -20,6 +20,8 @@ import torch
 from e3nn import nn as e3nn_nn
 from e3nn import o3
 
+from macelab.model.quantized import adopt_int8_state
+
 GATES: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {
     "silu": torch.nn.functional.silu,
     "tanh": torch.tanh,
@@ -38,8 +40,6 @@ def gate_function(name: str | None) -> Callable[[torch.Tensor], torch.Tensor] | 
 
 def _adopt_int8_state(module: torch.nn.Module, state_dict: dict, prefix: str, *_) -> None:
     """Load-state-dict pre-hook: INT8 readout weights in the state -> INT8 linear maps."""
-    from macelab.model.quantized import adopt_int8_state
-
     adopt_int8_state(module, state_dict, prefix)
 
 

@@ -27,7 +27,7 @@ import torch
 from e3nn import o3
 
 from macelab.model.clebsch_gordan import generalised_cg
-from macelab.model.compressed_tables import fake_quantize_rows
+from macelab.model.int8 import fake_quantize_rows
 
 # Constants are kept in at least this precision, whatever dtype the module is cast to.
 _MIN_CONSTANT_BITS = 32

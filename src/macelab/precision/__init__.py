@@ -20,14 +20,17 @@ through :class:`macelab.precision.plugin.PolicyPrecision`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from macelab.config import CONFIG_DIR
+from macelab.dtypes import default_dtype
 from macelab.errors import ConfigError
+from macelab.precision.policy import Policy
+
+__all__ = ["default_dtype"]  # re-exported: where most callers import it from
 
 TRAINER_PRECISION = {
     "64": "64-true",
@@ -41,7 +44,6 @@ MATMUL_PRECISION = {"tf32": "high"}
 
 def policy_names() -> list[str]:
     """The policies shipped in conf/precision (``policy_*.yaml``)."""
-    from macelab.config import CONFIG_DIR
 
     return sorted(p.stem for p in (Path(CONFIG_DIR) / "precision").glob("policy_*.yaml"))
 
@@ -58,8 +60,6 @@ def load_precision(name: str | Any) -> Any:
         return name
     from omegaconf import OmegaConf
 
-    from macelab.config import CONFIG_DIR
-
     path = Path(CONFIG_DIR) / "precision" / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(
@@ -71,8 +71,6 @@ def load_precision(name: str | Any) -> Any:
 def policy_of(cfg: Any):
     """The :class:`~macelab.precision.policy.Policy` of a precision config, or None."""
     from omegaconf import DictConfig, OmegaConf
-
-    from macelab.precision.policy import Policy
 
     policy = cfg.get("policy") if hasattr(cfg, "get") else None
     if policy is None:
@@ -126,14 +124,3 @@ def parameter_dtype(cfg: Any) -> torch.dtype:
     name = str(cfg.get("name") if hasattr(cfg, "get") else cfg)
     trainer = str(cfg.get("trainer") or "") if hasattr(cfg, "get") else ""
     return torch.float64 if name == "64" or trainer.startswith("64") else torch.float32
-
-
-@contextmanager
-def default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """Create tensors and modules in ``dtype`` inside the block (e3nn uses the default)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)

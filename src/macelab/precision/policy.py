@@ -31,15 +31,23 @@ What a stage's dtypes mean (:func:`apply_policy`):
 from __future__ import annotations
 
 import fnmatch
-import functools
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.fx.experimental.proxy_tensor import get_proxy_mode
 
 from macelab.errors import ConfigError, MacelabError
+from macelab.model.stages import (
+    StageLayer,
+    StagePrecision,
+    add_layer,
+    remove_layer,
+    stage_names,
+    stage_precision,
+)
 
 DTYPES = {
     "fp64": torch.float64,
@@ -49,28 +57,6 @@ DTYPES = {
 }
 LOW = {torch.bfloat16, torch.float16}
 SUMS = ("aggregation", "energy_sum")
-
-
-@dataclass(frozen=True)
-class StagePrecision:
-    """The dtypes of one stage: ``compute`` and, for sums, ``accumulate``."""
-
-    compute: torch.dtype
-    accumulate: torch.dtype | None = None
-
-
-def stage_names(model: torch.nn.Module) -> list[str]:
-    """The named stages of a macelab MACE, in forward order (``docs/model.md``)."""
-    names = ["edges", "spherical_harmonics", "radial", "embedding"]
-    if getattr(model, "pair_repulsion", None) is not None:
-        names.append("pair_repulsion")
-    for t, interaction in enumerate(model.interactions):
-        parts = ["linear_up", "radial_mlp", "tensor_product", "aggregation", "linear"]
-        if getattr(interaction, "element_mixing", None) is not None:
-            parts.append("element_mixing")
-        names += [f"interactions.{t}.{p}" for p in parts]
-        names += [f"products.{t}.contraction", f"products.{t}.update", f"readouts.{t}"]
-    return [*names, "scale_shift", "atomic_energies", "energy_sum"]
 
 
 def _dtype(value: Any, where: str) -> torch.dtype:
@@ -175,8 +161,6 @@ def _capturing() -> bool:
         return True
     if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
         return True
-    from torch.fx.experimental.proxy_tensor import get_proxy_mode
-
     return get_proxy_mode() is not None
 
 
@@ -192,14 +176,17 @@ def _check_finite(energy: Any, policy: str) -> None:
         )
 
 
-def _wrap(module: torch.nn.Module, precision: StagePrecision, check: str | None = None) -> None:
-    """Replace ``module.forward`` by one that runs in ``precision`` (idempotent); with
-    ``check`` (the policy's name), outside training, non-finite outputs raise."""
-    forward = getattr(module, "_macelab_unwrapped_forward", None) or module.forward
-    entry = precision.accumulate or precision.compute
+class PolicyStage(StageLayer):
+    """The layer a policy puts over a stage's class: its ``forward`` runs the class's in the
+    stage's declared ``stage_precision``; with ``policy_check`` (the policy's name), outside
+    training, non-finite outputs raise."""
 
-    @functools.wraps(forward)
-    def run(*args: Any, **kwargs: Any) -> Any:
+    stage_precision: StagePrecision
+    policy_check: str | None = None
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        precision = self.stage_precision
+        entry = precision.accumulate or precision.compute
         args = _cast(args, entry)
         kwargs = {k: _cast(v, entry) for k, v in kwargs.items()}
         device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
@@ -210,24 +197,36 @@ def _wrap(module: torch.nn.Module, precision: StagePrecision, check: str | None 
         else:
             context = nullcontext()
         with context:
-            output = forward(*args, **kwargs)
-        if check is not None and not module.training:
-            _check_finite(output, check)
+            output = super().forward(*args, **kwargs)
+        if self.policy_check is not None and not self.training:
+            _check_finite(output, self.policy_check)
         return _cast(output, precision.compute) if precision.accumulate else output
 
-    module._macelab_unwrapped_forward = forward
-    module._macelab_precision = precision
-    module._macelab_check = check
-    module.forward = run
+
+def set_stage_precision(
+    module: torch.nn.Module, precision: StagePrecision, check: str | None = None
+) -> None:
+    """Declare ``module``'s precision and run it so (idempotent; replaces an earlier one)."""
+    add_layer(module, PolicyStage)
+    module.stage_precision = precision
+    module.policy_check = check
+
+
+def clear_stage_precision(module: torch.nn.Module) -> None:
+    """Run ``module`` in its inputs' dtype again."""
+    remove_layer(module, PolicyStage)
+    module.__dict__.pop("stage_precision", None)
+    module.__dict__.pop("policy_check", None)
 
 
 def copy_policy(source: torch.nn.Module, target: torch.nn.Module) -> None:
     """Give every stage of ``target`` the precision of the same-named stage of ``source``
     (a copy of the architecture, e.g. the TorchScript-free model the compiled paths trace)."""
     for name, module in source.named_modules():
-        precision = module.__dict__.get("_macelab_precision")
+        precision = stage_precision(module)
         if precision is not None:
-            _wrap(target.get_submodule(name), precision, module.__dict__.get("_macelab_check"))
+            check = getattr(module, "policy_check", None)
+            set_stage_precision(target.get_submodule(name), precision, check)
 
 
 def apply_policy(model: torch.nn.Module, policy: Policy) -> dict[str, StagePrecision]:
@@ -239,15 +238,11 @@ def apply_policy(model: torch.nn.Module, policy: Policy) -> dict[str, StagePreci
     resolved = policy.resolve(model)
     for stage, precision in resolved.items():
         check = policy.name if stage == "energy_sum" else None
-        _wrap(model.get_submodule(stage), precision, check)
+        set_stage_precision(model.get_submodule(stage), precision, check)
     return resolved
 
 
 def remove_policy(model: torch.nn.Module) -> None:
     """Undo :func:`apply_policy`."""
     for module in model.modules():
-        forward = module.__dict__.pop("_macelab_unwrapped_forward", None)
-        if forward is not None:
-            module.__dict__.pop("forward", None)
-            module.__dict__.pop("_macelab_precision", None)
-            module.__dict__.pop("_macelab_check", None)
+        clear_stage_precision(module)

@@ -22,8 +22,19 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import e3nn
 import torch
 
+from macelab.dtypes import default_dtype
+from macelab.kernels import get_backend, set_backend
+from macelab.kernels.contraction_kernels import contraction_index
+from macelab.kernels.conv_plan import conv_plan
+from macelab.kernels.sparse_cg import sparse_contraction
+from macelab.model import MACE
+from macelab.model.interaction import Interaction
+from macelab.model.stages import implementation, set_implementation
+from macelab.model.symmetric_contraction import SymmetricContraction
+from macelab.precision.policy import copy_policy
 from macelab.speed.padding import Bucket, bucket_for, graph_sizes, pad_graph, unpad
 
 log = logging.getLogger(__name__)
@@ -36,21 +47,14 @@ def plain_copy(model: torch.nn.Module, keep_kernels: bool = True) -> torch.nn.Mo
     frozen: what ``make_fx`` can trace. ``keep_kernels``: keep the fused convolution and the
     Triton contraction (custom operators to the tracer); False gives plain aten operations
     only (a file that must run without macelab, :mod:`macelab.export`)."""
-    import e3nn
-
-    from macelab.model import MACE
-    from macelab.precision.policy import copy_policy
-
     parameter = next(model.parameters())
     previous = e3nn.get_optimization_defaults()
-    previous_dtype = torch.get_default_dtype()
     e3nn.set_optimization_defaults(jit_script_fx=False)
-    torch.set_default_dtype(parameter.dtype)  # constants (CG, E0) built in the model's dtype
-    try:
-        plain = MACE(**copy.deepcopy(model.hyperparameters))
+    try:  # constants (CG, E0) built in the model's dtype
+        with default_dtype(parameter.dtype):
+            plain = MACE(**copy.deepcopy(model.hyperparameters))
     finally:
         e3nn.set_optimization_defaults(**previous)
-        torch.set_default_dtype(previous_dtype)
     plain.load_state_dict(model.state_dict())
     copy_policy(model, plain)  # a precision policy's stages keep their dtypes
     if keep_kernels:
@@ -67,13 +71,11 @@ def _copy_convolution(model: torch.nn.Module, plain: torch.nn.Module) -> None:
     """The fused convolution (``model.fused_convolution``) carried over to the copy: its
     kernels run as one custom operator, which the tracer records whole. Plans are probed
     here, outside any trace."""
-    from macelab.kernels.conv_plan import conv_plan
-    from macelab.model.interaction import Interaction
 
     sources = [m for m in model.modules() if isinstance(m, Interaction)]
     targets = [m for m in plain.modules() if isinstance(m, Interaction)]
     for source, target in zip(sources, targets, strict=True):
-        target.conv_backend = source.conv_backend
+        set_implementation(target, implementation(source))
         if target.conv_backend == "triton":
             conv_plan(target.tensor_product)
 
@@ -84,10 +86,6 @@ def _copy_contraction(model: torch.nn.Module, plain: torch.nn.Module) -> None:
     are not: the copy contracts with e3nn's dense code, which Inductor fuses (cueq's
     operators are not traceable here). The sparse terms are built here, outside any trace,
     on the copy's device and dtype."""
-    from macelab.kernels import get_backend, set_backend
-    from macelab.kernels.contraction_kernels import contraction_index
-    from macelab.kernels.sparse_cg import sparse_contraction
-    from macelab.model.symmetric_contraction import SymmetricContraction
 
     sources = [m for m in model.modules() if isinstance(m, SymmetricContraction)]
     if not sources or get_backend(sources[0]) != "triton":

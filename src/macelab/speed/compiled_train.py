@@ -27,14 +27,12 @@ from typing import Any
 
 import torch
 
+from macelab.model.stages import stage_precision
 from macelab.speed.compiled import plain_copy
 from macelab.speed.padding import (
     Bucket,
     PaddedBatch,
-    bucket_for,
-    graph_sizes,
-    pad_graph,
-    pad_labels,
+    pad_training_batch,
     unpad,
 )
 from macelab.speed.train_step import OUTPUT_KEYS, Loss, _autocast_without_cache
@@ -122,10 +120,9 @@ class CompiledTrainStep:
     def __call__(
         self, batch: Any, key: Hashable = None
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None]]:
-        sizes = graph_sizes(batch)
-        bucket = bucket_for(*sizes, growth=self.growth)
-        padded = PaddedBatch(pad_graph(batch, bucket, self.r_max, self.padding_number))
-        padded.update(pad_labels(batch, bucket))
+        sizes, bucket, padded = pad_training_batch(
+            batch, self.growth, self.r_max, self.padding_number
+        )
         self.model.elements.check(padded["atomic_numbers"][: sizes[0]])
         program = self.programs.get((bucket, key))
         started = None
@@ -246,8 +243,8 @@ _AUTOCAST_MESSAGE = (
 
 def _check_precision(model: torch.nn.Module) -> None:
     """Refuse a model with a precision policy (see ``_AUTOCAST_MESSAGE``)."""
-    staged = [m for m in model.modules() if "_macelab_precision" in m.__dict__]
+    staged = [m for m in model.modules() if stage_precision(m) is not None]
     if staged:
-        names = [m.__dict__.get("_macelab_check") for m in staged]
+        names = [getattr(m, "policy_check", None) for m in staged]
         name = next((f"precision policy {n!r}" for n in names if n), "a precision policy")
         raise ValueError(_AUTOCAST_MESSAGE.format(what=name))

@@ -184,3 +184,15 @@ def unpad(output: dict[str, torch.Tensor | None], sizes: tuple[int, int, int]) -
         else:
             result[key] = value[:n_graphs].clone()
     return result
+
+
+def pad_training_batch(
+    batch: Any, growth: float, r_max: float, padding_number: int
+) -> tuple[tuple[int, int, int], Bucket, PaddedBatch]:
+    """A training batch padded, labels included, to its shape bucket: (its real sizes,
+    the bucket, the padded batch); the front half of every graphed or compiled step."""
+    sizes = graph_sizes(batch)
+    bucket = bucket_for(*sizes, growth=growth)
+    padded = PaddedBatch(pad_graph(batch, bucket, r_max, padding_number))
+    padded.update(pad_labels(batch, bucket))
+    return sizes, bucket, padded

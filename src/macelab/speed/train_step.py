@@ -23,10 +23,7 @@ import torch
 from macelab.speed.padding import (
     Bucket,
     PaddedBatch,
-    bucket_for,
-    graph_sizes,
-    pad_graph,
-    pad_labels,
+    pad_training_batch,
     unpad,
 )
 
@@ -106,10 +103,9 @@ class GraphedTrainStep:
     def __call__(
         self, batch: Any, key: Hashable = None
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None]]:
-        sizes = graph_sizes(batch)
-        bucket = bucket_for(*sizes, growth=self.growth)
-        padded = PaddedBatch(pad_graph(batch, bucket, self.r_max, self.padding_number))
-        padded.update(pad_labels(batch, bucket))
+        sizes, bucket, padded = pad_training_batch(
+            batch, self.growth, self.r_max, self.padding_number
+        )
         entry = self.captured.get((bucket, key))
         if entry is None:
             entry = self._capture(bucket, key, padded)

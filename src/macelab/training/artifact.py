@@ -24,6 +24,10 @@ from safetensors.torch import load_file, save_file
 
 from macelab.data.statistics import DatasetStatistics
 from macelab.errors import MacelabError
+from macelab.model import build_model
+from macelab.model.build import RUNTIME_KEYS
+from macelab.precision import default_dtype
+from macelab.runtime import RuntimePlan, apply_runtime
 
 FORMAT = "macelab-model"
 VERSION = 1
@@ -69,8 +73,6 @@ def save_artifact(
     state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()}
     dtype = next(iter(state.values())).dtype
     save_file(state, str(folder / WEIGHTS), metadata={"format": FORMAT, "version": str(VERSION)})
-    from macelab.model.build import RUNTIME_KEYS
-
     # how the model computes is chosen where it runs, not stored with what it computes
     model_config = {k: (None if k in RUNTIME_KEYS else v) for k, v in model_config.items()}
     config = {
@@ -84,23 +86,6 @@ def save_artifact(
     }
     (folder / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
     return folder
-
-
-def artifact_from_checkpoint(
-    checkpoint: str | Path,
-    folder: str | Path,
-    metadata: dict[str, Any] | None = None,
-    *,
-    trust_pickle: bool = False,
-) -> Path:
-    """The EMA model of a macelab training checkpoint, written as an artifact
-    (``trust_pickle`` as in :func:`macelab.training.checkpoint.load_model`)."""
-    from macelab.training.checkpoint import load_model
-
-    model, hparams = load_model(checkpoint, use_ema=True, backend="e3nn", trust_pickle=trust_pickle)
-    run_config = hparams.get("run_config") or {}
-    run = {k: run_config[k] for k in RUN_KEYS if k in run_config}
-    return save_artifact(model, hparams["model"], hparams["statistics"], folder, metadata, run)
 
 
 def read_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -140,18 +125,14 @@ def read_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Ten
 def load_artifact(
     path: str | Path, map_location: str | torch.device = "cpu", backend: str | None = "e3nn"
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The model of an artifact folder, in eval mode, and its parsed ``model.yaml``."""
-    from macelab.model import build_model
-    from macelab.precision import default_dtype
-
+    """The model of an artifact folder, in eval mode, and its parsed ``model.yaml``
+    (``backend``: the contraction backend it runs with, :mod:`macelab.runtime`)."""
     config, weights = read_artifact(path)
     dtype = getattr(torch, str(config.get("dtype", "float32")))
     with default_dtype(dtype):
-        model = build_model(
-            dict(config["model"]),
-            DatasetStatistics.from_dict(config["statistics"]),
-            backend=backend,
-        )
+        statistics = DatasetStatistics.from_dict(config["statistics"])
+        model = build_model(dict(config["model"]), statistics)
+    apply_runtime(model, RuntimePlan(backend=backend or "e3nn"))
     expected = {n for n, _ in model.named_parameters()}
     if set(weights) != expected:
         missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)

@@ -11,16 +11,23 @@ the caller passes ``trust_pickle=True`` (docs/security.md).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
 
 from macelab.data.statistics import DatasetStatistics
 from macelab.errors import ConfigError, DataError, MacelabError, UntrustedFileError
 from macelab.loading import load_weights
-from macelab.training.artifact import is_artifact, load_artifact
+from macelab.model import MACE, build_model
+from macelab.model.build import RUNTIME_KEYS
+from macelab.precision import default_dtype
+from macelab.runtime import RuntimePlan, apply_runtime, plan_from_config, runnable
+from macelab.training.artifact import RUN_KEYS, is_artifact, load_artifact, save_artifact
 
 log = logging.getLogger(__name__)
 
@@ -94,30 +101,10 @@ def load_model(
     """
     if is_artifact(path):
         return load_artifact(path, map_location=map_location, backend=backend or "e3nn")
-    from macelab.kernels import check_backend
-    from macelab.kernels.triton_contraction import triton_available
-    from macelab.model import build_model
-    from macelab.precision import default_dtype
-
     checkpoint = read_checkpoint(path, map_location, trust_pickle=trust_pickle)
     hparams = checkpoint["hyper_parameters"]
-    if backend is None:
-        backend = hparams["model"].get("backend") or "e3nn"
-        try:
-            check_backend(backend)
-        except ValueError as error:
-            log.warning("%s; %s loads with the e3nn backend", error, path)
-            backend = "e3nn"
-    model_cfg = dict(hparams["model"])
-    if model_cfg.get("fused_convolution") and (reason := triton_available()) is not None:
-        log.warning("the fused convolution cannot run (%s); %s loads without it", reason, path)
-        model_cfg["fused_convolution"] = False
     with default_dtype(stored_dtype(checkpoint)):
-        model = build_model(
-            model_cfg,
-            DatasetStatistics.from_dict(hparams["statistics"]),
-            backend=backend,
-        )
+        model = build_model(hparams["model"], DatasetStatistics.from_dict(hparams["statistics"]))
     prefix = "model."
     state = {
         key[len(prefix) :]: value
@@ -131,37 +118,36 @@ def load_model(
             for name, parameter in model.named_parameters():
                 if name in ema["shadow"]:
                     parameter.copy_(ema["shadow"][name].to(parameter.dtype))
+    apply_runtime(model, runnable(checkpoint_plan(hparams, backend), str(path)))
     model.eval()
     return model, hparams
 
 
-def open_model(
-    source: str | Path,
+def checkpoint_plan(hparams: dict[str, Any], backend: str | None = None) -> RuntimePlan:
+    """How the model of a checkpoint computes when loaded: the run's plan (its ``runtime``
+    hyper-parameter, or the old keys ``model.backend``, ``model.fused_convolution`` and
+    ``model.edge_chunk``), with ``backend`` overriding; no precision policy and no graphed
+    or compiled step (those belong to a run, not to a model)."""
+    plan = plan_from_config(hparams.get("runtime"), hparams.get("model"))
+    changes: dict[str, Any] = {"precision_policy": None, "cuda_graphs": False, "compile": False}
+    if backend is not None:
+        changes["backend"] = backend
+    return dataclasses.replace(plan, **changes)
+
+
+def artifact_from_checkpoint(
+    checkpoint: str | Path,
+    folder: str | Path,
+    metadata: dict[str, Any] | None = None,
     *,
-    use_ema: bool = True,
     trust_pickle: bool = False,
-) -> torch.nn.Module:
-    """A macelab model (CPU, eval mode) from any of: a macelab checkpoint (its EMA weights
-    unless ``use_ema=False``), a model folder, a mace-torch ``.model`` file, or a foundation
-    model name of :data:`macelab.foundations.FOUNDATION_MODELS` (``mace-off-small``).
-
-    mace-torch files are pickles: they load only with ``trust_pickle=True`` (as do
-    checkpoints holding more than tensors); a foundation model needs it on first use only
-    (:func:`macelab.foundations.load`).
-    """
-    from macelab import foundations
-
-    path = Path(source)
-    if foundations.is_foundation_model(str(source)) and not path.exists():
-        return foundations.load(str(source), trust_pickle=trust_pickle)
-    if path.suffix == ".model" and path.is_file():
-        from macelab.interop import from_mace_torch
-
-        return from_mace_torch(path, trust_pickle=trust_pickle)
-    if not path.exists():
-        raise MacelabError(foundations.missing_model_message(str(source)))
-    model, _ = load_model(path, use_ema=use_ema, trust_pickle=trust_pickle)
-    return model
+) -> Path:
+    """The EMA model of a macelab training checkpoint, written as an artifact
+    (``trust_pickle`` as in :func:`load_model`)."""
+    model, hparams = load_model(checkpoint, use_ema=True, backend="e3nn", trust_pickle=trust_pickle)
+    run_config = hparams.get("run_config") or {}
+    run = {k: run_config[k] for k in RUN_KEYS if k in run_config}
+    return save_artifact(model, hparams["model"], hparams["statistics"], folder, metadata, run)
 
 
 def check_compatible(
@@ -185,8 +171,6 @@ def check_compatible(
         data_source: the training file, for the message.
         trust_pickle: as in :func:`read_checkpoint`.
     """
-    from macelab.model.build import RUNTIME_KEYS
-
     checkpoint = read_checkpoint(path, trust_pickle=trust_pickle)
     hparams = checkpoint["hyper_parameters"]
     table = checkpoint["state_dict"].get("model.elements.atomic_numbers")
@@ -230,8 +214,6 @@ def check_compatible(
 def _hyperparameter_defaults() -> dict[str, Any]:
     import inspect
 
-    from macelab.model import MACE
-
     parameters = inspect.signature(MACE.__init__).parameters.values()
     return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
@@ -240,3 +222,41 @@ def _symbols(atomic_numbers: list[int]) -> str:
     from ase.data import chemical_symbols
 
     return ", ".join(chemical_symbols[int(z)] for z in sorted(atomic_numbers))
+
+
+def recorded_test_data(
+    cfg: Any, hparams: dict[str, Any], run_config: Any, missing: str
+) -> tuple[Any, Any]:
+    """The data module a recorded run was tested on (or ``cfg.data``), set up for test, and
+    the precision config to test in (``cfg.precision``, else the run's, else ``64``).
+
+    ``cfg`` is an entry point's config (``data``, ``paths``, ``batch_size``,
+    ``precision``); ``run_config`` the run's recorded config; ``missing`` ends the
+    ConfigError raised when neither names the data. The data config's references
+    (``${model.r_max}``, ``${seed}``) resolve against the recorded model and seed.
+    """
+    saved = OmegaConf.create(run_config or {})
+    data_cfg = cfg.get("data") or saved.get("data")
+    if data_cfg is None:
+        raise ConfigError(
+            f"{cfg.ckpt_path} does not record its data config; pass data=<name> (acac, 3bpa, "
+            f"rmd17 or xyz with data.train_file/test_files){missing}."
+        )
+    context = OmegaConf.create(
+        {
+            "model": hparams["model"],
+            "seed": saved.get("seed", 0),
+            "paths": OmegaConf.to_container(cfg.paths, resolve=True),
+            "data": data_cfg,
+        }
+    )
+    data_cfg = context.data
+    if cfg.get("batch_size") is not None:
+        with open_dict(data_cfg):
+            data_cfg.valid_batch_size = cfg.batch_size
+    precision = cfg.get("precision") or saved.get("precision") or {"name": "64"}
+    datamodule = instantiate(data_cfg)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    datamodule.check_elements(hparams["statistics"]["atomic_numbers"])
+    return datamodule, precision

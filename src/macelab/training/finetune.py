@@ -32,10 +32,15 @@ from typing import Any
 import torch
 from e3nn import o3
 
-from macelab.errors import ConfigError
+from macelab.errors import ConfigError, MissingDataError
+from macelab.interop import from_mace_torch, load_mace_torch_file
+from macelab.model import MACE
 from macelab.model.embedding import NodeEmbedding
 from macelab.model.product import Update
 from macelab.model.symmetric_contraction import IrrepContraction
+from macelab.precision import default_dtype
+from macelab.training.checkpoint import load_model
+from macelab.training.ema import ExponentialMovingAverage
 
 
 def load_pretrained(cfg: Any, statistics: Any = None) -> torch.nn.Module | None:
@@ -77,14 +82,9 @@ def load_pretrained_model(cfg: Any) -> torch.nn.Module | None:
             "give either pretrained.ckpt_path or pretrained.mace_torch_model, not both."
         )
     if ckpt:
-        from macelab.training.checkpoint import load_model
-
         model, _ = load_model(str(ckpt), trust_pickle=trust_pickle)
         return model
     if mace_file:
-        from macelab.errors import MissingDataError
-        from macelab.interop import from_mace_torch, load_mace_torch_file
-
         try:
             source = load_mace_torch_file(str(mace_file), trust_pickle=trust_pickle)
         except MissingDataError as error:
@@ -121,7 +121,6 @@ def model_config(pretrained: torch.nn.Module, statistics: Any, refit_e0s: bool) 
 def initialise(module: Any, pretrained: torch.nn.Module, freeze: list[str]) -> dict[str, int]:
     """Copy the pretrained weights into ``module.model`` (E0s excepted: the module's config
     has them), freeze parameters matching ``freeze``, restart the EMA. Returns counts."""
-    from macelab.training.ema import ExponentialMovingAverage
 
     state = {
         key: value
@@ -199,8 +198,6 @@ def restrict_elements(model: torch.nn.Module, atomic_numbers: list[int]) -> torc
     8-bit levels. e3nn normalises a path by its number of inputs, so weights that
     meet the one-hot input are rescaled by the ratio of the old and new path normalisations.
     """
-    from macelab.model import MACE
-    from macelab.precision import default_dtype
 
     table = model.atomic_numbers
     keep = torch.tensor([table.index(z) for z in atomic_numbers])

@@ -30,7 +30,9 @@ from torch import Tensor
 from macelab.data.checks import find_bad_graph
 from macelab.data.neighbors import DEFAULT_MIN_DISTANCE
 from macelab.data.statistics import DatasetStatistics
-from macelab.errors import ConfigError, DataError, MacelabError
+from macelab.errors import DataError, MacelabError
+from macelab.model import build_model
+from macelab.runtime import apply_runtime, plan_from_config
 from macelab.training.ema import ExponentialMovingAverage
 from macelab.training.loss import EnergyForcesLoss, LossWeights
 from macelab.training.metrics import EnergyForceMetrics
@@ -41,6 +43,7 @@ from macelab.training.optim import (
     build_optimizer,
     build_scheduler,
 )
+from macelab.training.steps import training_step_for
 
 log = logging.getLogger(__name__)
 
@@ -140,14 +143,16 @@ class MACELightningModule(L.LightningModule):
         nonfinite: ``"stop"`` (raise, naming the step) or ``"skip"`` (skip and count the step).
         compute_stress: also predict stress (periodic data with stress labels).
         test_set_names: names of the test loaders, in order.
-        cuda_graphs: replay each training step (forward, forces, loss, backward) from a
-            CUDA graph per shape bucket (``macelab.speed.train_step``); one GPU only.
-        compile_step: trace each training step (forces and the loss's double backward
-            included) into one program per shape bucket and compile it with Inductor
-            (``macelab.speed.compiled_train``); replayed from CUDA graphs with
-            ``cuda_graphs``. One device, precision 32 or 64.
         run_config: the whole resolved run config, stored so that a checkpoint alone can be
             evaluated on the data it was trained for.
+        runtime: how the model computes (``conf/runtime``, :class:`RuntimePlan` fields):
+            contraction backend, fused convolution, edge chunking, and each training step
+            replayed from a CUDA graph per shape bucket (``cuda_graphs``,
+            ``macelab.speed.train_step``; one GPU) or traced into one Inductor program per
+            bucket (``compile``, ``macelab.speed.compiled_train``; one device, precision 32
+            or 64).
+        cuda_graphs, compile_step: old names of ``runtime.cuda_graphs`` and
+            ``runtime.compile`` (:func:`macelab.runtime.plan_from_config`).
     """
 
     def __init__(
@@ -163,14 +168,16 @@ class MACELightningModule(L.LightningModule):
         compute_stress: bool = False,
         test_set_names: list[str] | None = None,
         run_config: dict[str, Any] | None = None,
-        cuda_graphs: bool = False,
-        compile_step: bool = False,
+        runtime: dict[str, Any] | None = None,
+        cuda_graphs: bool | None = None,
+        compile_step: bool | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        from macelab.model import build_model  # the model package is imported lazily
-
-        self.model = build_model(model, DatasetStatistics.from_dict(statistics))
+        legacy = {"cuda_graphs": cuda_graphs, "compile_step": compile_step}
+        self.runtime = plan_from_config(runtime, model, legacy)
+        built = build_model(model, DatasetStatistics.from_dict(statistics))
+        self.model = apply_runtime(built, self.runtime)
         loss = dict(loss or {})
         self.base_weights = LossWeights(
             energy=loss.pop("energy_weight", 1.0),
@@ -208,10 +215,7 @@ class MACELightningModule(L.LightningModule):
         self._validated_epoch = -1
         self._stage_two_started: int | None = None  # decided by stage_two.start_fraction
         self._ema_backup: dict[str, Tensor] | None = None
-        self.cuda_graphs = bool(cuda_graphs)
-        self.compile_step = bool(compile_step)
-        # macelab.speed's GraphedTrainStep or CompiledTrainStep, built lazily
-        self._graphed_step = None
+        self.step_strategy = training_step_for(self.runtime)  # eager, graphed or compiled
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, batch, training: bool = False) -> dict[str, Tensor | None]:
@@ -280,70 +284,10 @@ class MACELightningModule(L.LightningModule):
             weights.forces = self.base_weights.forces
             weights.stress = self.base_weights.stress
 
-    @property
-    def _fast_step(self) -> bool:
-        """Steps whose gradients come from a captured or compiled program, not backward."""
-        return self.cuda_graphs or self.compile_step
-
-    def _graphed(self):
-        """The CUDA-graph or compiled training step, checked against what it cannot do."""
-        if self._graphed_step is None:
-            option = "training.compile_step" if self.compile_step else "training.cuda_graphs"
-            problem = None
-            chunked = any(getattr(m, "edge_chunk", None) for m in self.model.modules())
-            if chunked:
-                # chunk boundaries are read on the host each step: no capture, no trace
-                problem = "does not combine with model.edge_chunk (set model.edge_chunk=null)"
-            elif self.cuda_graphs and self.device.type != "cuda":
-                problem = f"needs a CUDA GPU, but the model is on {self.device}"
-            elif self.trainer.world_size > 1:
-                problem = "runs on one device, but this run uses DDP"
-            elif str(self.trainer.precision).startswith("16"):
-                problem = "does not combine with fp16 loss scaling (16-mixed)"
-            if problem:
-                raise ConfigError(
-                    f"{option}=true {problem}; set {option}=false "
-                    "(or train on one GPU in 32, 64 or bf16-mixed)."
-                )
-            if self.compile_step:
-                from macelab.speed.compiled_train import CompiledTrainStep
-
-                try:
-                    self._graphed_step = CompiledTrainStep(
-                        self.model,
-                        self.loss_fn,
-                        compute_stress=self.compute_stress,
-                        cuda_graphs=self.cuda_graphs,
-                    )
-                except ValueError as error:
-                    raise ConfigError(
-                        f"training.compile_step=true: {error}; or set training.compile_step=false."
-                    ) from None
-            else:
-                from macelab.speed.train_step import GraphedTrainStep
-
-                self._graphed_step = GraphedTrainStep(
-                    self.model, self.loss_fn, compute_stress=self.compute_stress
-                )
-        return self._graphed_step
-
     def training_step(self, batch, batch_idx: int) -> Tensor | None:
         self.batches_done_in_epoch += 1
-        if self._fast_step:
-            # Loss weights are constants of a capture: stage two captures its own graphs.
-            weights = tuple(asdict(self.loss_fn.weights).values())
-            try:
-                terms, output = self._graphed()(batch, key=weights)
-            except ValueError as error:  # autocast met when the first step is traced
-                if not self.compile_step:
-                    raise
-                raise ConfigError(f"training.compile_step=true: {error}") from None
-            # The gradients are already in .grad; Lightning's backward is skipped (below).
-            loss = terms["loss"].requires_grad_()
-        else:
-            output = self(batch, training=True)
-            terms = self.loss_fn(output, batch)
-            loss = terms["loss"]
+        terms, output = self.step_strategy(self, batch)
+        loss = terms["loss"]
         if not torch.isfinite(loss):
             data_error = self._blame_data(batch, loss, batch_idx)
             if self.nonfinite == "skip":
@@ -391,11 +335,11 @@ class MACELightningModule(L.LightningModule):
         )
 
     def backward(self, loss: Tensor, *args, **kwargs) -> None:
-        if not self._fast_step:  # graphed steps computed their gradients in the replay
+        if not self.step_strategy.computes_gradients:  # a captured step has its gradients already
             super().backward(loss, *args, **kwargs)
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer) -> None:
-        if not self._fast_step:  # each replay or compiled call sets the gradient tensors
+        if not self.step_strategy.computes_gradients:  # each replay or compiled call sets them
             super().optimizer_zero_grad(epoch, batch_idx, optimizer)
 
     def optimizer_step(self, *args, **kwargs) -> None:

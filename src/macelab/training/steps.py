@@ -1,0 +1,105 @@
+"""How one training step computes its loss and gradients: a small strategy object chosen
+from the runtime plan (:func:`training_step_for`).
+
+* :class:`EagerStep`: forward, forces and loss in eager PyTorch; Lightning runs the
+  backward and zeroes the gradients.
+* :class:`CapturedStep`: the whole step (forward, forces, loss, backward) replayed from a
+  CUDA graph per shape bucket (``runtime.cuda_graphs``, :mod:`macelab.speed.train_step`) or
+  traced into one Inductor program per bucket (``runtime.compile``,
+  :mod:`macelab.speed.compiled_train`). The gradients are in ``.grad`` when it returns, so
+  Lightning's backward and zeroing must not run (``computes_gradients``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from torch import Tensor
+
+from macelab.errors import ConfigError
+from macelab.runtime import RuntimePlan
+from macelab.speed.compiled_train import CompiledTrainStep
+from macelab.speed.train_step import GraphedTrainStep
+
+
+class EagerStep:
+    """The reference step: Lightning differentiates the returned loss."""
+
+    computes_gradients = False
+
+    def __call__(self, module: Any, batch: Any) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        output = module(batch, training=True)
+        return module.loss_fn(output, batch), output
+
+
+class CapturedStep:
+    """A graphed or compiled step (see the module docstring), built on first use and
+    checked against what it cannot do."""
+
+    computes_gradients = True
+
+    def __init__(self, compile: bool, cuda_graphs: bool) -> None:
+        self.compile = compile
+        self.cuda_graphs = cuda_graphs
+        # the old names, which the messages give (both are still read)
+        self.option = "training.compile_step" if compile else "training.cuda_graphs"
+        self.step: GraphedTrainStep | CompiledTrainStep | None = None
+
+    def __call__(self, module: Any, batch: Any) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        # Loss weights are constants of a capture: stage two captures its own graphs.
+        weights = tuple(asdict(module.loss_fn.weights).values())
+        try:
+            terms, output = self._built(module)(batch, key=weights)
+        except ValueError as error:  # autocast met when the first step is traced
+            if not self.compile:
+                raise
+            raise ConfigError(f"training.compile_step=true: {error}") from None
+        # The gradients are already in .grad; Lightning's backward is skipped.
+        terms["loss"] = terms["loss"].requires_grad_()
+        return terms, output
+
+    def _built(self, module: Any) -> GraphedTrainStep | CompiledTrainStep:
+        if self.step is None:
+            self._check(module)
+            if self.compile:
+                try:
+                    self.step = CompiledTrainStep(
+                        module.model,
+                        module.loss_fn,
+                        compute_stress=module.compute_stress,
+                        cuda_graphs=self.cuda_graphs,
+                    )
+                except ValueError as error:
+                    raise ConfigError(
+                        f"training.compile_step=true: {error}; or set training.compile_step=false."
+                    ) from None
+            else:
+                self.step = GraphedTrainStep(
+                    module.model, module.loss_fn, compute_stress=module.compute_stress
+                )
+        return self.step
+
+    def _check(self, module: Any) -> None:
+        problem = None
+        if any(getattr(m, "edge_chunk", None) for m in module.model.modules()):
+            # chunk boundaries are read on the host each step: no capture, no trace
+            problem = "does not combine with model.edge_chunk (set model.edge_chunk=null)"
+        elif self.cuda_graphs and module.device.type != "cuda":
+            problem = f"needs a CUDA GPU, but the model is on {module.device}"
+        elif module.trainer.world_size > 1:
+            problem = "runs on one device, but this run uses DDP"
+        elif str(module.trainer.precision).startswith("16"):
+            problem = "does not combine with fp16 loss scaling (16-mixed)"
+        if problem:
+            raise ConfigError(
+                f"{self.option}=true {problem}; set {self.option}=false "
+                "(or train on one GPU in 32, 64 or bf16-mixed)."
+            )
+
+
+def training_step_for(plan: RuntimePlan) -> EagerStep | CapturedStep:
+    """The step strategy of ``plan`` (``compile`` and ``cuda_graphs``)."""
+    if plan.compile or plan.cuda_graphs:
+        return CapturedStep(plan.compile, plan.cuda_graphs)
+    return EagerStep()
