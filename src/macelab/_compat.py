@@ -45,7 +45,7 @@ def quiet_e3nn_build():
     annotations..."). The warning is harmless and says nothing a macelab user can act on,
     so it is silenced while a macelab model is built. We keep e3nn's defaults (TorchScript,
     optimised einsums): on the H100 they ran about 20% faster per training step than plain
-    ``torch.fx`` code with ``torch.einsum`` (docs/benchmarks.md, time to accuracy), they
+    ``torch.fx`` code with ``torch.einsum`` (docs/results.md, time to accuracy), they
     work under autocast (bf16-mixed) and the outer e3nn modules take forward hooks. The one
     cost: TorchScript's profiling executor makes gradients differ in the last bit between
     identical early steps, so resumed runs agree with uninterrupted ones to rounding, not

@@ -2,7 +2,7 @@
 
 A MACE forward pass plus its force backward is a few thousand small kernels; for a molecule
 of tens of atoms the GPU finishes each faster than Python can launch the next, so a call
-costs tens of milliseconds whatever the model size (docs/benchmarks.md). A CUDA graph
+costs tens of milliseconds whatever the model size (docs/results.md). A CUDA graph
 records those kernels once and replays them with one launch.
 
 :class:`GraphedPotential` wraps a model: each call pads the graph to a shape bucket

@@ -2,7 +2,7 @@
 CUDA graph per shape bucket; the optimiser step runs eagerly on the graph's gradients.
 
 At batch 5 of 27-atom molecules a MACE training step launches ~3,000 kernels and the GPU is
-idle most of the time (docs/benchmarks.md). Capturing forward, force backward and the
+idle most of the time (docs/results.md). Capturing forward, force backward and the
 loss's double backward in one graph removes that launch cost; the optimiser step (a few
 fused ``foreach`` kernels) stays eager, so any optimiser, schedule, clipping and EMA work.
 
