@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 # Tests and runs read the benchmark data from MACELAB_DATA; default: ../shared/data if present.
 MACELAB_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export MACELAB_DATA
-PYTEST_ARGS ?= -n 2 -q
+PYTEST_ARGS ?= -n 2 -q --durations=25
 # The extras installed for development: everything the tests and the docs use.
 EXTRAS ?= dev,mace,slurm,cueq,tensorboard,wandb,hparams,docs
 SITE_DIR ?= site
