@@ -151,8 +151,9 @@ class MACELightningModule(L.LightningModule):
             ``macelab.speed.train_step``; one GPU) or traced into one Inductor program per
             bucket (``compile``, ``macelab.speed.compiled_train``; one device, precision 32
             or 64).
-        cuda_graphs, compile_step: old names of ``runtime.cuda_graphs`` and
-            ``runtime.compile`` (:func:`macelab.runtime.plan_from_config`).
+        cuda_graphs: old name of ``runtime.cuda_graphs``
+            (:func:`macelab.runtime.plan_from_config`).
+        compile_step: old name of ``runtime.compile``.
     """
 
     def __init__(
