@@ -80,11 +80,11 @@ def quick_e3nn_builds():
 
 
 @pytest.fixture(scope="module")
-def structures(shared_data_root):
+def structures():
     """Compressed 3BPA (H C N O) and ethanol, and a compressed periodic Si cell with C, O."""
     molecules = [
-        read_molecule(shared_data_root, "3bpa", 4),
-        read_molecule(shared_data_root, "ethanol", 2),
+        read_molecule("3bpa", 4),
+        read_molecule("ethanol", 2),
     ]
     for atoms in molecules:
         atoms.positions *= 0.8

@@ -73,20 +73,20 @@ def _results(calc, atoms) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.slow
-def test_package_in_calculator_and_plain_torch(model, package, shared_data_root, tmp_path):
+def test_package_in_calculator_and_plain_torch(model, package, tmp_path):
     assert is_aoti_package(package)
     potential = AOTIPotential(package, trust_pickle=True)
     assert potential.atomic_numbers == ELEMENTS and potential.dtype == torch.float64
     assert potential.compute_stress and potential.r_max == model.r_max
     compiled, python = MACECalculator(package, trust_pickle=True), MACECalculator(model)
-    for atoms in (read_molecule(shared_data_root, "acac", 2), silicon_cell(seed=4)):
+    for atoms in (read_molecule("acac", 2), silicon_cell(seed=4)):
         got, expected = _results(compiled, atoms), _results(python, atoms)
         assert set(got) == set(expected) - {"node_energies"}
         assert got["energy"] == pytest.approx(expected["energy"], rel=0, abs=1e-9)
         for key in set(got) - {"energy"}:
             np.testing.assert_allclose(got[key], expected[key], rtol=0, atol=1e-10)
     # the package alone, in an interpreter where macelab, e3nn and mace cannot be imported
-    graphs = batch([read_molecule(shared_data_root, "ethanol", 1), silicon_cell()], r_max=5.0)
+    graphs = batch([read_molecule("ethanol", 1), silicon_cell()], r_max=5.0)
     inputs = (
         graphs.positions, graphs.atomic_numbers, graphs.edge_index, graphs.unit_shifts,
         graphs.cell.reshape(-1, 3, 3), graphs.batch,
@@ -110,14 +110,14 @@ def test_package_in_calculator_and_plain_torch(model, package, shared_data_root,
 
 
 @pytest.mark.slow
-def test_package_refusals(package, shared_data_root):
+def test_package_refusals(package):
     with pytest.raises(UntrustedFileError, match="runs its code"):
         MACECalculator(package)  # loading a package runs compiled code: opt-in
     with pytest.raises(ConfigError, match="compiled for float64"):
         MACECalculator(package, precision="32", trust_pickle=True)
     with pytest.raises(ConfigError, match="already compiled"):
         MACECalculator(package, edge_chunk=100, trust_pickle=True)
-    atoms = read_molecule(shared_data_root, "3bpa", 0)  # has nitrogen
+    atoms = read_molecule("3bpa", 0)  # has nitrogen
     atoms.calc = MACECalculator(package, trust_pickle=True)
     with pytest.raises(UnknownElementError, match="N \\(Z=7\\)"):
         atoms.get_potential_energy()

@@ -76,8 +76,8 @@ def registry(server, tiny_model, tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def molecule(shared_data_root):
-    return read_molecule(shared_data_root, "acac", 3)
+def molecule():
+    return read_molecule("acac", 3)
 
 
 def _energy_forces(calc, atoms):
