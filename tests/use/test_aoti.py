@@ -23,21 +23,15 @@ from macelab.calculator import MACECalculator
 from macelab.errors import ConfigError, UntrustedFileError
 from macelab.model.embedding import UnknownElementError
 from tests.model.helpers import batch, read_molecule, silicon_cell, small_model
+from tests.plain_torch import REFUSE_MACELAB
 
 ELEMENTS = [1, 6, 8, 14]
 E0 = [-13.6, -1029.0, -2041.0, -7800.0]
 
 # Runs in a fresh interpreter: plain torch only (macelab, e3nn and mace refused on import).
-PLAIN_TORCH = """
-import sys
-
-class Refuse:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("macelab", "e3nn", "mace"):
-            raise ImportError(f"plain-torch check: {name} must not be imported")
-        return None
-
-sys.meta_path.insert(0, Refuse())
+PLAIN_TORCH = (
+    REFUSE_MACELAB
+    + """
 import torch
 package, inputs_file, outputs_file = sys.argv[1:]
 runner = torch._inductor.aoti_load_package(package)
@@ -45,6 +39,7 @@ outputs = [t.detach() for t in runner(*torch.load(inputs_file))]
 assert not {"macelab", "e3nn", "mace"} & set(sys.modules)
 torch.save(outputs, outputs_file)
 """
+)
 
 
 @pytest.fixture(scope="module")

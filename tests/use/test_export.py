@@ -21,6 +21,7 @@ from macelab import export
 from macelab.interop import mace_torch_inputs
 from tests.cli import cli_env
 from tests.model.helpers import batch, read_molecule, silicon_cell, small_model
+from tests.plain_torch import REFUSE_MACELAB
 from tests.training.conftest import TINY, compose_config  # noqa: F401 (fixture)
 
 ELEMENTS = [1, 6, 8, 14]
@@ -30,16 +31,9 @@ E0 = [-13.6, -1029.0, -2041.0, -7800.0]
 # outputs. A meta-path finder placed first refuses macelab, e3nn and mace whatever way they
 # are installed (editable .pth, import hook or site-packages), so loading the file cannot
 # reach them; the last line also checks none of them was imported.
-PLAIN_TORCH = """
-import sys
-
-class Refuse:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("macelab", "e3nn", "mace"):
-            raise ImportError(f"plain-torch check: {name} must not be imported")
-        return None
-
-sys.meta_path.insert(0, Refuse())
+PLAIN_TORCH = (
+    REFUSE_MACELAB
+    + """
 import importlib.util
 try:
     importlib.util.find_spec("macelab")
@@ -62,6 +56,7 @@ else:
 assert "macelab" not in sys.modules and "e3nn" not in sys.modules and "mace" not in sys.modules
 torch.save(results, outputs_file)
 """
+)
 
 
 @pytest.fixture(scope="module")
