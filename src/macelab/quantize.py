@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR
+from macelab.devices import resolve_device
 from macelab.errors import ConfigError
 
 log = logging.getLogger("macelab.quantize")
@@ -252,11 +253,9 @@ def _test_data(cfg: DictConfig) -> tuple[Any, str]:
 
 
 def _device(accelerator: str) -> str:
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("accelerator=cuda but no CUDA device is available; use cpu.")
-        return "cuda"
-    return "cpu"
+    """Lightning's accelerator names (``gpu`` is ``cuda``) through the shared device check."""
+    name = "cuda" if accelerator == "gpu" else accelerator
+    return resolve_device(name, key="accelerator").type
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="quantize")
