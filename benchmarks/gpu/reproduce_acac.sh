@@ -1,59 +1,88 @@
 #!/usr/bin/env bash
 # The AcAc reproduction (issue 27) on one GPU, in device calls of under 10 minutes each:
-# the training runs in the background (its own process session) across calls, while the
-# machine is kept warm by the next call. Carry .whl/base. From the repo root:
+# one or more recipes train in the background (each its own process session, side by side on
+# the one GPU) across calls, while the machine is kept warm by the next call. Carry .whl/base.
+# From the repo root:
 #
-#   bash benchmarks/gpu/reproduce_acac.sh start    # install, start training, GPU tests, poll
-#   bash benchmarks/gpu/reproduce_acac.sh wait     # poll until WAIT_S or the run ends
-#   bash benchmarks/gpu/reproduce_acac.sh finish   # wait for the end, evaluate, copy to $OUT
+#   RECIPES=$'paper=\nbudget_cosine=training.scheduler.name=cosine' \
+#       bash benchmarks/gpu/reproduce_acac.sh start   # install, start every recipe, CHECK_CMD
+#   bash benchmarks/gpu/reproduce_acac.sh wait        # poll until WAIT_S or the runs end
+#   bash benchmarks/gpu/reproduce_acac.sh finish      # wait for the end, evaluate, copy to $OUT
 #
-# The run folder is .runs/acac (ignored); MAX_TIME (DD:HH:MM:SS) is the training budget;
-# EXTRA holds further overrides (a recipe change). Inductor's and Triton's caches live in
-# .runs/ too, so a resumed run (ckpt_path=last) reuses the compiled programs.
+# RECIPES: one "name=overrides" per line (overrides space-separated, may be empty). PATH_FLAGS:
+# the training path (precision, backend, compile, graphs) every recipe shares. MAX_TIME
+# (DD:HH:MM:SS): each run's training budget. Runs live in $ROOT (default /tmp/macelab-runs),
+# outside the working tree: a device call re-synchronises the tree and would delete them.
+# Inductor's and Triton's caches live there too, so a resumed run reuses compiled programs.
+# Every call copies what the runs have written so far to $OUT (a session can end any time).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export PYTHONUNBUFFERED=1
 eval "$(bash benchmarks/gpu/install.sh base)" || { echo "carry .whl/base" >&2; exit 1; }
 export PYTHONPATH="$PWD/src:$PWD:${PYTHONPATH:-}"
-export TORCHINDUCTOR_CACHE_DIR="$PWD/.runs/inductor" TRITON_CACHE_DIR="$PWD/.runs/triton"
-RUN="${RUN:-.runs/acac}"
-OUT="${OUT:-$PWD/.runs/out}"
-mkdir -p .runs "$OUT"
+ROOT="${ROOT:-/tmp/macelab-runs}"
+export TORCHINDUCTOR_CACHE_DIR="$ROOT/inductor" TRITON_CACHE_DIR="$ROOT/triton"
+OUT="${OUT:-$ROOT/out}"
+PATH_FLAGS="${PATH_FLAGS:-precision=32 runtime.backend=triton runtime.compile=true runtime.cuda_graphs=false}"
+mkdir -p "$ROOT" "$OUT"
 started=$(date +%s)
 
-poll() {  # the last validations of the run, one line each
-    python3 - "$RUN" <<'EOF'
+poll() {  # the last validations of every run, one line each
+    python3 - "$ROOT" <<'EOF'
 import csv, sys, pathlib
-path = pathlib.Path(sys.argv[1]) / "metrics.csv"
-if not path.is_file():
-    print("no metrics.csv yet"); sys.exit()
-rows = [r for r in csv.DictReader(path.open()) if r.get("val/forces_rmse_meV_per_A")]
-for r in rows[-int(sys.argv[2]) if len(sys.argv) > 2 else -8:]:
-    print(f"epoch {r['epoch']:>5} step {r['step']:>7} t {float(r.get('time/elapsed_s') or 0):7.0f} s"
-          f"  val E {float(r['val/energy_rmse_meV']):8.2f} meV  F {float(r['val/forces_rmse_meV_per_A']):8.2f} meV/A")
-print(f"{len(rows)} validations")
+for run in sorted(p for p in pathlib.Path(sys.argv[1]).iterdir() if (p / ".recipe").is_file()):
+    path = run / "metrics.csv"
+    print(f"== {run.name}: {(run / '.recipe').read_text().strip()}")
+    if not path.is_file():
+        print("   no metrics.csv yet"); continue
+    rows = list(csv.DictReader(path.open()))
+    val = [r for r in rows if r.get("val/forces_rmse_meV_per_A")]
+    epochs = [r for r in rows if r.get("time/train_epoch_s")]
+    for r in val[-4:]:
+        print(f"   epoch {r['epoch']:>5} step {r['step']:>7} t {float(r.get('time/elapsed_s') or 0):7.0f} s"
+              f"  val E {float(r['val/energy_rmse_meV']):8.2f} meV  F {float(r['val/forces_rmse_meV_per_A']):8.2f} meV/A")
+    if epochs:
+        last = [float(r["time/train_epoch_s"]) for r in epochs[-20:]]
+        print(f"   {len(val)} validations; last epochs {sum(last) / len(last):.2f} s each")
 EOF
-    tail -n 3 .runs/train.log
 }
 
-running() { pgrep -f "macelab.train.*hydra.run.dir=$RUN" >/dev/null; }
+running() { pgrep -f "macelab.train.*hydra.run.dir=$ROOT/" >/dev/null; }
+
+collect() {  # what the runs have written so far, to $OUT
+    for run in "$ROOT"/*/; do
+        [[ -f "$run/.recipe" ]] || continue
+        name=$(basename "$run")
+        mkdir -p "$OUT/$name"
+        for f in .recipe metrics.csv results.json results.md run_info.json .hydra/config.yaml \
+            train.log evaluate_last/results.json; do
+            [[ -f "$run/$f" ]] && cp "$run/$f" "$OUT/$name/$(echo "$f" | tr / _)"
+        done
+    done
+}
 
 case "${1:-}" in
     start)
         nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
         python3 -c "import torch, triton, e3nn; print('torch', torch.__version__, 'triton', triton.__version__, 'e3nn', e3nn.__version__)"
         git log -1 --format='macelab %h %s' 2>/dev/null || true
-        # shellcheck disable=SC2086
-        setsid nohup python3 -m macelab.train experiment=acac precision=32 model.backend=triton \
-            training.compile_step=true training.cuda_graphs=true \
-            trainer.max_time="${MAX_TIME:-00:00:21:00}" trainer.max_epochs=100000 \
-            training.stage_two.start_fraction=0.75 trainer.enable_progress_bar=false \
-            hydra.run.dir="$RUN" ${EXTRA:-} >.runs/train.log 2>&1 </dev/null &
+        while IFS= read -r line; do
+            [[ -z "$line" ]] && continue
+            name="${line%%=*}"
+            overrides="${line#*=}"
+            mkdir -p "$ROOT/$name"
+            echo "$PATH_FLAGS $overrides" >"$ROOT/$name/.recipe"
+            # shellcheck disable=SC2086
+            setsid nohup python3 -m macelab.train experiment=acac $PATH_FLAGS \
+                trainer.max_time="${MAX_TIME:-00:00:20:00}" trainer.max_epochs=100000 \
+                trainer.enable_progress_bar=false hydra.run.dir="$ROOT/$name" $overrides \
+                >"$ROOT/$name/train.log" 2>&1 </dev/null &
+            echo "started $name: $overrides"
+        done <<<"${RECIPES:-paper=}"
         sleep 5
-        MACELAB_GPU_RECORD="$OUT/gpu_tests" timeout "${TESTS_S:-300}" python3 -m pytest -q \
-            -p no:cacheprovider tests/training/test_compiled_step_gpu.py \
-            tests/training/test_cuda_graphs_gpu.py tests/speed/test_compiled_train.py 2>&1 \
-            | tee "$OUT/gpu_tests.log" | tail -n 25
+        if [[ -n "${CHECK_CMD:-}" ]]; then
+            timeout "${CHECK_S:-300}" bash -c "$CHECK_CMD" 2>&1 | tee "$OUT/check.log" | tail -n 40
+        fi
         ;;
     wait | finish) ;;
     *)
@@ -65,15 +94,16 @@ esac
 limit=$((started + ${WAIT_S:-560}))
 while running && (($(date +%s) < limit)); do sleep 10; done
 poll
+for run in "$ROOT"/*/; do [[ -f "$run/.recipe" ]] && tail -n 3 "$run/train.log"; done
 if [[ "$1" == finish ]]; then
     while running; do sleep 5; done
-    tail -n 20 .runs/train.log
-    python3 -m macelab.evaluate ckpt_path="$RUN/checkpoints/last.ckpt" \
-        hydra.run.dir="$RUN/evaluate_last" plots=false 2>&1 | tail -n 12
-    for which in best last; do
-        python3 -c "import sys; from macelab.training.checkpoint import artifact_from_checkpoint as a; \
-a(sys.argv[1], sys.argv[2])" "$RUN/checkpoints/$which.ckpt" "$OUT/$which"
+    for run in "$ROOT"/*/; do
+        [[ -f "$run/.recipe" ]] || continue
+        tail -n 25 "$run/train.log"
+        [[ -f "$run/checkpoints/last.ckpt" ]] && python3 -m macelab.evaluate \
+            ckpt_path="$run/checkpoints/last.ckpt" hydra.run.dir="$run/evaluate_last" \
+            plots=false 2>&1 | tail -n 12
     done
-    tar -czf "$OUT/run.tar.gz" --exclude='*.ckpt' "$RUN" .runs/train.log
-    ls -la "$OUT" "$OUT"/*
 fi
+collect
+ls -la "$OUT" | head -30

@@ -53,9 +53,10 @@ def _record(name: str, payload: dict) -> None:
         (Path(folder) / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def _setup(compose_config):
-    """The TINY run's model (float64, on the GPU), loss, optimiser config and 12 batches."""
-    cfg = compose_config("train", OVERRIDES)
+def _setup(compose_config, backend: str = "e3nn"):
+    """The TINY run's model (float64, on the GPU), loss, optimiser config and 12 batches,
+    with the symmetric contraction of ``backend`` (triton: also the fused convolution)."""
+    cfg = compose_config("train", [*OVERRIDES, f"runtime.backend={backend}"])
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -109,10 +110,11 @@ def _step(model, optimizer, grads: list[torch.Tensor]) -> None:
     optimizer.step()
 
 
-def test_compiled_gradients_equal_eager_at_every_step(compose_config):
+@pytest.mark.parametrize("backend", ["e3nn", "triton"])
+def test_compiled_gradients_equal_eager_at_every_step(compose_config, backend):
     """At the weights of each of 12 eager AMSGrad steps, the compiled step's gradients
     equal eager's to rounding (1e-10 of the largest gradient)."""
-    model, loss_fn, optimizer_config, batches = _setup(compose_config)
+    model, loss_fn, optimizer_config, batches = _setup(compose_config, backend)
     compiled = CompiledTrainStep(model, loss_fn, cuda_graphs=True)
     optimizer = build_optimizer(model, optimizer_config)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -127,20 +129,21 @@ def test_compiled_gradients_equal_eager_at_every_step(compose_config):
         )
         _step(model, optimizer, eager)  # follow the eager trajectory
     _record(
-        "compiled_gradients_per_step",
+        f"compiled_gradients_per_step_{backend}",
         {"relative": errors, "zero_in_eager_only": zero_in_eager_only},
     )
     assert compiled.num_programs == 2  # the full and the short batch
     assert max(errors) < 1e-10, errors
 
 
+@pytest.mark.parametrize("backend", ["e3nn", "triton"])
 @pytest.mark.parametrize("graphs", [False, True], ids=["inductor", "graphs"])
 @pytest.mark.parametrize("name", ["sgd", "adam"])
-def test_compiled_trajectory_against_eager(compose_config, name, graphs):
+def test_compiled_trajectory_against_eager(compose_config, name, graphs, backend):
     """Twelve steps from the same weights, one run on eager gradients, one on the compiled
     step's: with SGD the weights agree to 1e-10 relative; with AMSGrad the divergence is
     recorded (rounding differences are amplified where gradients are tiny)."""
-    model, loss_fn, optimizer_config, batches = _setup(compose_config)
+    model, loss_fn, optimizer_config, batches = _setup(compose_config, backend)
     optimizer_config.name = name
     if name == "sgd":
         optimizer_config.lr = 1e-3
@@ -159,7 +162,8 @@ def test_compiled_trajectory_against_eager(compose_config, name, graphs):
         # how far the two runs are apart, over how far eager has moved from the start
         apart.append(_largest(compiled_weights, eager_weights) / _largest(eager_weights, start))
     _record(
-        f"compiled_trajectory_{name}", {"weights_moved": moved, "difference_over_update": apart}
+        f"compiled_trajectory_{name}_{'graphs' if graphs else 'inductor'}_{backend}",
+        {"weights_moved": moved, "difference_over_update": apart},
     )
     assert moved[-1] > 1e-6  # the weights really moved
     if name == "sgd":

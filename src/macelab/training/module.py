@@ -37,6 +37,7 @@ from macelab.training.ema import ExponentialMovingAverage
 from macelab.training.loss import EnergyForcesLoss, LossWeights
 from macelab.training.metrics import EnergyForceMetrics
 from macelab.training.optim import (
+    BudgetCosine,
     OptimizerConfig,
     SchedulerConfig,
     StageTwoConfig,
@@ -186,6 +187,7 @@ class MACELightningModule(L.LightningModule):
             stress=loss.pop("stress_weight", 0.0),
         )
         self.loss_fn = EnergyForcesLoss(LossWeights(**asdict(self.base_weights)), **loss)
+        self.base_energy_per_atom = self.loss_fn.energy_per_atom
         self.optimizer_config = OptimizerConfig(**(optimizer or {}))
         self.scheduler_config = SchedulerConfig(**(scheduler or {}))
         self.stage_two = StageTwoConfig(**(stage_two or {}))
@@ -244,13 +246,14 @@ class MACELightningModule(L.LightningModule):
         start = self.stage_two_start()
         return start is not None and self.current_epoch >= start
 
-    def budget_fraction(self) -> float:
+    def budget_fraction(self, next_epoch: bool = False) -> float:
         """How much of the run's budget is spent: epochs of ``max_epochs`` or wall time of
-        ``max_time`` (Lightning's Timer, which carries over a resume), the larger."""
+        ``max_time`` (Lightning's Timer, which carries over a resume), the larger.
+        ``next_epoch``: count the current epoch as done (at its end)."""
         trainer = self.trainer
         fractions = [0.0]
         if trainer.max_epochs is not None and trainer.max_epochs > 0:
-            fractions.append(self.current_epoch / trainer.max_epochs)
+            fractions.append((self.current_epoch + int(next_epoch)) / trainer.max_epochs)
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
         if timer is not None and timer._duration:
             fractions.append(timer.time_elapsed("train") / timer._duration)
@@ -277,6 +280,8 @@ class MACELightningModule(L.LightningModule):
             weights.energy = self.stage_two.energy_weight
             weights.forces = self.stage_two.forces_weight
             weights.stress = self.stage_two.stress_weight
+            if self.stage_two.energy_per_atom is not None:
+                self.loss_fn.energy_per_atom = self.stage_two.energy_per_atom
             if self.current_epoch == self.stage_two_start() and self.batches_done_in_epoch == 0:
                 for group in self.optimizers().optimizer.param_groups:
                     group["lr"] = self.stage_two.lr
@@ -284,6 +289,7 @@ class MACELightningModule(L.LightningModule):
             weights.energy = self.base_weights.energy
             weights.forces = self.base_weights.forces
             weights.stress = self.base_weights.stress
+            self.loss_fn.energy_per_atom = self.base_energy_per_atom
 
     def training_step(self, batch, batch_idx: int) -> Tensor | None:
         self.batches_done_in_epoch += 1
@@ -368,7 +374,9 @@ class MACELightningModule(L.LightningModule):
         """
         if self.lr_scheduler is None or self.in_stage_two():
             return
-        if isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if isinstance(self.lr_scheduler, BudgetCosine):
+            self.lr_scheduler.step(self.budget_fraction(next_epoch=True), self.current_epoch + 1)
+        elif isinstance(self.lr_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             if self._validated_epoch != self.current_epoch:
                 return
             self.lr_scheduler.step(
@@ -379,7 +387,9 @@ class MACELightningModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, self.optimizer_config)
-        self.lr_scheduler = build_scheduler(optimizer, self.scheduler_config)["scheduler"]
+        self.lr_scheduler = build_scheduler(
+            optimizer, self.scheduler_config, self.stage_two.start_fraction
+        )["scheduler"]
         if self._pending_scheduler_state is not None:
             self.lr_scheduler.load_state_dict(self._pending_scheduler_state)
             self._pending_scheduler_state = None

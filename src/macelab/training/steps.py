@@ -47,8 +47,9 @@ class CapturedStep:
         self.step: GraphedTrainStep | CompiledTrainStep | None = None
 
     def __call__(self, module: Any, batch: Any) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        # Loss weights are constants of a capture: stage two captures its own graphs.
-        weights = tuple(asdict(module.loss_fn.weights).values())
+        # Loss weights and the energy term's form are constants of a capture: stage two
+        # captures its own graphs.
+        weights = (*asdict(module.loss_fn.weights).values(), module.loss_fn.energy_per_atom)
         try:
             terms, output = self._built(module)(batch, key=weights)
         except ValueError as error:  # autocast met when the first step is traced
