@@ -362,6 +362,7 @@ class MACELightningModule(L.LightningModule):
         self._log_metrics("train", self.train_metrics.compute())
         self.train_metrics.reset()
         self.log("lr", self.optimizers().optimizer.param_groups[0]["lr"])
+        self.log("train/stage", 2.0 if self.in_stage_two() else 1.0)  # which loss and rate
         self._step_scheduler()
 
     def _step_scheduler(self) -> None:
