@@ -14,7 +14,8 @@
 # (DD:HH:MM:SS): each run's training budget. Runs live in $ROOT (default /tmp/macelab-runs),
 # outside the working tree: a device call re-synchronises the tree and would delete them.
 # Inductor's and Triton's caches live there too, so a resumed run reuses compiled programs.
-# Every call copies what the runs have written so far to $OUT (a session can end any time).
+# Every call archives what the runs have written so far as $OUT/runs.tgz (a session can end
+# any time).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export PYTHONUNBUFFERED=1
@@ -49,16 +50,18 @@ EOF
 
 running() { pgrep -f "macelab.train.*hydra.run.dir=$ROOT/" >/dev/null; }
 
-collect() {  # what the runs have written so far, to $OUT
+collect() {  # what the runs have written so far, as one archive in $OUT (the device tool
+    # returns only a few files per call: one archive keeps every run's files together)
+    local files=()
     for run in "$ROOT"/*/; do
         [[ -f "$run/.recipe" ]] || continue
         name=$(basename "$run")
-        mkdir -p "$OUT/$name"
         for f in .recipe metrics.csv results.json results.md run_info.json .hydra/config.yaml \
             train.log evaluate_last/results.json; do
-            [[ -f "$run/$f" ]] && cp "$run/$f" "$OUT/$name/$(echo "$f" | tr / _)"
+            [[ -f "$run/$f" ]] && files+=("$name/$f")
         done
     done
+    ((${#files[@]})) && tar -czf "$OUT/runs.tgz" -C "$ROOT" "${files[@]}"
 }
 
 case "${1:-}" in
