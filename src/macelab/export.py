@@ -195,7 +195,7 @@ def exported_program(
 
     from macelab.speed.compiled import plain_copy
 
-    # plain aten operations only: the Triton kernels of model.backend=triton (custom
+    # plain aten operations only: the Triton kernels of runtime.backend=triton (custom
     # operators) would tie the file to macelab; the copy computes the same function
     wrapper = ForceField(plain_copy(model, keep_kernels=False), compute_stress)
     inputs = example_inputs(model)
