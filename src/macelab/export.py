@@ -82,6 +82,7 @@ from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR
 from macelab.devices import resolve_device
 from macelab.errors import ConfigError
+from macelab.runtime import entry_plan
 
 log = logging.getLogger("macelab.export")
 
@@ -285,6 +286,23 @@ def export_torchscript(model: torch.nn.Module, path: str | Path) -> Path:
     return Path(path)
 
 
+# An exported file computes with the reference operations in one dtype: none of the
+# runtime plan goes into it.
+_REFERENCE = (
+    "an exported file computes with the reference e3nn operations (plain aten operations in "
+    "pt2 and aoti, mace-torch's code in torchscript and mace_torch)"
+)
+NOT_EXPORTED = {
+    "backend": _REFERENCE,
+    "fused_convolution": _REFERENCE,
+    "edge_chunk": _REFERENCE,
+    "precision_policy": "an exported file computes in one dtype (dtype=float32 or float64)",
+    "cuda_graphs": "CUDA graphs belong to the program that runs the file (format=aoti is "
+    "compiled already)",
+    "compile": "format=aoti is the compiled form of the model",
+}
+
+
 def run_export(cfg: DictConfig) -> Path:
     """Export ``cfg.ckpt_path`` (conf/export.yaml) in ``cfg.format``; returns the file."""
     from macelab.foundations import open_model
@@ -292,6 +310,7 @@ def run_export(cfg: DictConfig) -> Path:
 
     if cfg.format not in FORMATS:
         raise ConfigError(f"format={cfg.format!r}; choose one of {', '.join(FORMATS)}.")
+    entry_plan(cfg.get("runtime"), unused=NOT_EXPORTED)  # refuses what a file cannot keep
     from macelab.foundations import FOUNDATION_MODELS
 
     if not Path(str(cfg.ckpt_path)).exists() and str(cfg.ckpt_path) not in FOUNDATION_MODELS:
