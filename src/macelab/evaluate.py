@@ -20,8 +20,11 @@ import hydra
 import lightning  # noqa: F401 (imported before Hydra's logging setup: macelab.cli.tidy_output)
 from omegaconf import DictConfig, OmegaConf
 
+from macelab._compat import lightning_loading
+from macelab.analysis.parity import save_parity_plots, save_predictions
 from macelab.cli import prepare_argv, progress_bar, user_errors_exit
 from macelab.config import CONFIG_DIR
+from macelab.precision import apply_precision, default_dtype, trainer_precision_kwargs
 from macelab.runtime import (
     RuntimePlan,
     entry_plan,
@@ -29,7 +32,17 @@ from macelab.runtime import (
     runnable,
     without_legacy_keys,
 )
-from macelab.training.checkpoint import checkpoint_plan
+from macelab.training.artifact import is_artifact, load_artifact
+from macelab.training.callbacks import EpochProgress
+from macelab.training.checkpoint import (
+    checkpoint_plan,
+    read_checkpoint,
+    recorded_test_data,
+    stored_dtype,
+)
+from macelab.training.module import MACELightningModule
+from macelab.training.results import paper_results, write_results
+from macelab.training.scaling import warn_if_oversubscribed
 
 log = logging.getLogger("macelab.evaluate")
 
@@ -37,16 +50,6 @@ log = logging.getLogger("macelab.evaluate")
 def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """Evaluate ``cfg.ckpt_path`` on its test sets; return the metrics per test set."""
     import lightning as L
-
-    from macelab._compat import lightning_loading
-    from macelab.analysis.parity import save_parity_plots, save_predictions
-    from macelab.precision import apply_precision, default_dtype, trainer_precision_kwargs
-    from macelab.training.artifact import is_artifact, load_artifact
-    from macelab.training.callbacks import EpochProgress
-    from macelab.training.checkpoint import read_checkpoint, recorded_test_data, stored_dtype
-    from macelab.training.module import MACELightningModule
-    from macelab.training.results import paper_results, write_results
-    from macelab.training.scaling import warn_if_oversubscribed
 
     output_dir = Path(cfg.paths.output_dir)
     trust_pickle = bool(cfg.get("trust_pickle", False))

@@ -78,11 +78,17 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from macelab._compat import quiet_e3nn_build
+from macelab.aoti import FORMAT, METADATA_KEY
 from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR
 from macelab.devices import resolve_device
 from macelab.errors import ConfigError
+from macelab.foundations import FOUNDATION_MODELS, open_model
+from macelab.interop import to_mace_torch
 from macelab.runtime import entry_plan
+from macelab.speed.compiled import plain_copy
+from macelab.training.checkpoint import artifact_from_checkpoint
 
 log = logging.getLogger("macelab.export")
 
@@ -194,8 +200,6 @@ def exported_program(
     from torch.export import Dim
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from macelab.speed.compiled import plain_copy
-
     # plain aten operations only: the Triton kernels of runtime.backend=triton (custom
     # operators) would tie the file to macelab; the copy computes the same function
     wrapper = ForceField(plain_copy(model, keep_kernels=False), compute_stress)
@@ -241,8 +245,6 @@ def export_aoti(
     """Write ``model`` as an AOTInductor package (see the module docstring) for the device
     and dtype it is on; ``inductor_configs`` are passed to AOTInductor (e.g.
     ``{"cpp.vec_isa_ok": False}`` compiles faster CPU code without SIMD)."""
-    from macelab.aoti import FORMAT, METADATA_KEY
-
     path = Path(path)
     if path.suffix != ".pt2":
         raise ConfigError(f"an AOTInductor package must be named *.pt2, not {path.name}.")
@@ -265,8 +267,6 @@ def export_aoti(
 
 def export_mace_torch(model: torch.nn.Module, path: str | Path) -> Path:
     """Write ``model`` as a mace-torch model file (``torch.save`` of the converted model)."""
-    from macelab.interop import to_mace_torch
-
     torch.save(to_mace_torch(model), str(path))
     return Path(path)
 
@@ -275,9 +275,6 @@ def export_torchscript(model: torch.nn.Module, path: str | Path) -> Path:
     """Write ``model`` as TorchScript: its mace-torch twin, compiled as mace-torch compiles
     its own models (e3nn's ``jit.compile``: e3nn blocks scripted or traced as they ask)."""
     from e3nn.util import jit
-
-    from macelab._compat import quiet_e3nn_build
-    from macelab.interop import to_mace_torch
 
     with quiet_e3nn_build():  # TorchScript's warnings about e3nn's classes: nothing to act on
         scripted = jit.compile(to_mace_torch(model))
@@ -305,14 +302,9 @@ NOT_EXPORTED = {
 
 def run_export(cfg: DictConfig) -> Path:
     """Export ``cfg.ckpt_path`` (conf/export.yaml) in ``cfg.format``; returns the file."""
-    from macelab.foundations import open_model
-    from macelab.training.checkpoint import artifact_from_checkpoint
-
     if cfg.format not in FORMATS:
         raise ConfigError(f"format={cfg.format!r}; choose one of {', '.join(FORMATS)}.")
     entry_plan(cfg.get("runtime"), unused=NOT_EXPORTED)  # refuses what a file cannot keep
-    from macelab.foundations import FOUNDATION_MODELS
-
     if not Path(str(cfg.ckpt_path)).exists() and str(cfg.ckpt_path) not in FOUNDATION_MODELS:
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} does not exist; give a macelab checkpoint, a model "

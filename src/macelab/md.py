@@ -23,8 +23,10 @@ import hydra
 from omegaconf import DictConfig
 
 from macelab._compat import thermalize
+from macelab.calculator import MACECalculator
 from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR
+from macelab.data.neighbors import DEFAULT_MIN_DISTANCE, too_close_error
 from macelab.devices import resolve_device
 from macelab.errors import AtomsTooCloseError, ConfigError, DataError
 from macelab.runtime import RuntimePlan, inference_precision, set_fields
@@ -115,8 +117,6 @@ def run_md(cfg: DictConfig) -> dict[str, Any]:
     from ase.md.verlet import VelocityVerlet
     from rich.progress import Progress
 
-    from macelab.calculator import MACECalculator
-
     if cfg.ensemble not in ENSEMBLES:
         raise ConfigError(f"ensemble={cfg.ensemble!r}; choose one of {', '.join(ENSEMBLES)}.")
     output_dir = Path(cfg.paths.output_dir)
@@ -125,8 +125,6 @@ def run_md(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(str(cfg.device))
     checkpoints = cfg.ckpt_path
     sources = [str(c) for c in checkpoints] if not isinstance(checkpoints, str) else checkpoints
-    from macelab.data.neighbors import DEFAULT_MIN_DISTANCE, too_close_error
-
     min_distance = cfg.get("min_distance", DEFAULT_MIN_DISTANCE)
     plan = md_plan(cfg)
     # the kernels only where the plan names them: otherwise each model computes as its

@@ -27,6 +27,8 @@ from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR
 from macelab.devices import resolve_device
 from macelab.errors import ConfigError
+from macelab.model.quantized import quantize_readout
+from macelab.precision.inference import for_inference
 from macelab.runtime import (
     RuntimePlan,
     apply_runtime,
@@ -40,6 +42,7 @@ from macelab.training.checkpoint import (
     read_checkpoint,
     recorded_test_data,
 )
+from macelab.training.checkpoint_io import write_atomically
 
 log = logging.getLogger("macelab.quantize")
 
@@ -57,8 +60,6 @@ def quantize_checkpoint(
     an INT8 model is for inference, not for resuming training. ``trust_pickle`` as in
     :func:`macelab.training.checkpoint.load_model`.
     """
-    from macelab.model.quantized import quantize_readout
-
     checkpoint = read_checkpoint(ckpt_path, trust_pickle=trust_pickle)
     float_model, _ = load_model(ckpt_path, use_ema=use_ema, trust_pickle=trust_pickle)
     int8_model = quantize_readout(copy.deepcopy(float_model))
@@ -75,8 +76,6 @@ def quantize_checkpoint(
     checkpoint["macelab"]["quantized_from"] = str(ckpt_path)
     for key in ("optimizer_states", "lr_schedulers"):
         checkpoint.pop(key, None)
-    from macelab.training.checkpoint_io import write_atomically
-
     write_atomically(out, lambda stream: torch.save(checkpoint, stream))
     return float_model, int8_model
 
@@ -160,8 +159,6 @@ def compare_models(
     limit_batches: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Energies and forces of both models on each loader: :class:`_Differences` metrics."""
-    from macelab.precision.inference import for_inference
-
     float_run, context = for_inference(float_model, precision, device)
     int8_run, _ = for_inference(int8_model, precision, device)
     results = {}

@@ -18,6 +18,7 @@ import pytest
 from ase.build import molecule
 
 import macelab.calculator
+import macelab.md
 import macelab.quantize
 import macelab.training.module
 from macelab.errors import ConfigError
@@ -121,7 +122,7 @@ def test_md_runs_with_the_plan(compose_config, tmp_path, monkeypatch):  # noqa: 
             super().__init__(*args, **kwargs)
             built.append(self)
 
-    monkeypatch.setattr(macelab.calculator, "MACECalculator", Recording)
+    monkeypatch.setattr(macelab.md, "MACECalculator", Recording)
     common = [f"ckpt_path={CKPT}", f"structure={structure}", "steps=2", "device=cpu"]
     for overrides, backend, chunk in [
         ([], "sparse_torch", 40),  # the run's plan, from its old keys
