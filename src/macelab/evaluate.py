@@ -11,6 +11,7 @@ exact sums over all of them (the same numbers as one process), written once, by 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,29 @@ import hydra
 import lightning  # noqa: F401 (imported before Hydra's logging setup: macelab.cli.tidy_output)
 from omegaconf import DictConfig, OmegaConf
 
+from macelab._compat import lightning_loading
+from macelab.analysis.parity import save_parity_plots, save_predictions
 from macelab.cli import prepare_argv, progress_bar, user_errors_exit
 from macelab.config import CONFIG_DIR
+from macelab.precision import apply_precision, default_dtype, trainer_precision_kwargs
+from macelab.runtime import (
+    RuntimePlan,
+    entry_plan,
+    inference_precision,
+    runnable,
+    without_legacy_keys,
+)
+from macelab.training.artifact import is_artifact, load_artifact
+from macelab.training.callbacks import EpochProgress
+from macelab.training.checkpoint import (
+    checkpoint_plan,
+    read_checkpoint,
+    recorded_test_data,
+    stored_dtype,
+)
+from macelab.training.module import MACELightningModule
+from macelab.training.results import paper_results, write_results
+from macelab.training.scaling import warn_if_oversubscribed
 
 log = logging.getLogger("macelab.evaluate")
 
@@ -28,16 +50,6 @@ log = logging.getLogger("macelab.evaluate")
 def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """Evaluate ``cfg.ckpt_path`` on its test sets; return the metrics per test set."""
     import lightning as L
-
-    from macelab._compat import lightning_loading
-    from macelab.analysis.parity import save_parity_plots, save_predictions
-    from macelab.precision import apply_precision, default_dtype, trainer_precision_kwargs
-    from macelab.training.artifact import is_artifact, load_artifact
-    from macelab.training.callbacks import EpochProgress
-    from macelab.training.checkpoint import read_checkpoint, recorded_test_data, stored_dtype
-    from macelab.training.module import MACELightningModule
-    from macelab.training.results import paper_results, write_results
-    from macelab.training.scaling import warn_if_oversubscribed
 
     output_dir = Path(cfg.paths.output_dir)
     trust_pickle = bool(cfg.get("trust_pickle", False))
@@ -54,13 +66,24 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         dtype = stored_dtype(checkpoint)
 
     datamodule, precision_cfg = recorded_test_data(cfg, hparams, saved, "")
+    # how the model computes: the run's kernels, with what the runtime group sets over them;
+    # a precision policy goes through the precision plugin, as in training
+    plan = evaluation_plan(cfg, hparams)
+    if plan.precision_policy is not None:  # over the run's precision, not over precision=
+        precision_cfg = inference_precision(cfg.get("precision"), plan)
+    runtime_args = {
+        "model": without_legacy_keys(hparams["model"]),
+        "runtime": dataclasses.replace(plan, precision_policy=None).to_dict(),
+        "cuda_graphs": None,  # old names of the plan's steps, in older checkpoints
+        "compile_step": None,
+    }
     if artifact_model is not None:  # its weights are the ones to evaluate (EMA or not)
         with default_dtype(dtype):
             module = MACELightningModule(
-                model=hparams["model"],
                 statistics=hparams["statistics"],
                 test_set_names=list(datamodule.test_set_names),
                 ema={"enabled": False},
+                **runtime_args,
             )
         module.model.load_state_dict(artifact_model.state_dict())
     else:
@@ -72,6 +95,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
                 **safe,  # weights only unless trust_pickle (docs/security.md)
                 test_set_names=list(datamodule.test_set_names),
                 ema={"enabled": cfg.use_ema, "decay": 0.99},
+                **runtime_args,
             )
     module.collect_predictions = True  # predictions_<set>.npz, and the plots
     devices = _devices(cfg)
@@ -103,6 +127,21 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, Any]]:
             log.info("wrote %s", path)
     print(table)
     return results
+
+
+# what the evaluation's test loop (eager, Lightning's) does not use
+EAGER_ONLY = {
+    "cuda_graphs": "evaluation runs each test batch eagerly (CUDA graphs are for training and MD)",
+    "compile": "evaluation runs each test batch eagerly (a compiled step is for training and MD)",
+}
+
+
+def evaluation_plan(cfg: DictConfig, hparams: dict[str, Any]) -> RuntimePlan:
+    """How the evaluated model computes: the run's plan (its backend, fused convolution
+    and edge chunks, the old ``model.*`` names included), with the fields the runtime group
+    sets over it, and the e3nn reference where that cannot run here (logged)."""
+    plan = entry_plan(cfg.get("runtime"), checkpoint_plan(hparams), unused=EAGER_ONLY)
+    return runnable(plan, str(cfg.ckpt_path))
 
 
 def _devices(cfg: DictConfig) -> dict[str, Any]:

@@ -78,10 +78,17 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from macelab._compat import quiet_e3nn_build
+from macelab.aoti import FORMAT, METADATA_KEY
 from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR
 from macelab.devices import resolve_device
 from macelab.errors import ConfigError
+from macelab.foundations import FOUNDATION_MODELS, open_model
+from macelab.interop import to_mace_torch
+from macelab.runtime import entry_plan
+from macelab.speed.compiled import plain_copy
+from macelab.training.checkpoint import artifact_from_checkpoint
 
 log = logging.getLogger("macelab.export")
 
@@ -193,9 +200,7 @@ def exported_program(
     from torch.export import Dim
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from macelab.speed.compiled import plain_copy
-
-    # plain aten operations only: the Triton kernels of model.backend=triton (custom
+    # plain aten operations only: the Triton kernels of runtime.backend=triton (custom
     # operators) would tie the file to macelab; the copy computes the same function
     wrapper = ForceField(plain_copy(model, keep_kernels=False), compute_stress)
     inputs = example_inputs(model)
@@ -240,8 +245,6 @@ def export_aoti(
     """Write ``model`` as an AOTInductor package (see the module docstring) for the device
     and dtype it is on; ``inductor_configs`` are passed to AOTInductor (e.g.
     ``{"cpp.vec_isa_ok": False}`` compiles faster CPU code without SIMD)."""
-    from macelab.aoti import FORMAT, METADATA_KEY
-
     path = Path(path)
     if path.suffix != ".pt2":
         raise ConfigError(f"an AOTInductor package must be named *.pt2, not {path.name}.")
@@ -264,8 +267,6 @@ def export_aoti(
 
 def export_mace_torch(model: torch.nn.Module, path: str | Path) -> Path:
     """Write ``model`` as a mace-torch model file (``torch.save`` of the converted model)."""
-    from macelab.interop import to_mace_torch
-
     torch.save(to_mace_torch(model), str(path))
     return Path(path)
 
@@ -275,9 +276,6 @@ def export_torchscript(model: torch.nn.Module, path: str | Path) -> Path:
     its own models (e3nn's ``jit.compile``: e3nn blocks scripted or traced as they ask)."""
     from e3nn.util import jit
 
-    from macelab._compat import quiet_e3nn_build
-    from macelab.interop import to_mace_torch
-
     with quiet_e3nn_build():  # TorchScript's warnings about e3nn's classes: nothing to act on
         scripted = jit.compile(to_mace_torch(model))
     extra = {METADATA_FILE: json.dumps(metadata(model, compute_stress=True))}
@@ -285,15 +283,28 @@ def export_torchscript(model: torch.nn.Module, path: str | Path) -> Path:
     return Path(path)
 
 
+# An exported file computes with the reference operations in one dtype: none of the
+# runtime plan goes into it.
+_REFERENCE = (
+    "an exported file computes with the reference e3nn operations (plain aten operations in "
+    "pt2 and aoti, mace-torch's code in torchscript and mace_torch)"
+)
+NOT_EXPORTED = {
+    "backend": _REFERENCE,
+    "fused_convolution": _REFERENCE,
+    "edge_chunk": _REFERENCE,
+    "precision_policy": "an exported file computes in one dtype (dtype=float32 or float64)",
+    "cuda_graphs": "CUDA graphs belong to the program that runs the file (format=aoti is "
+    "compiled already)",
+    "compile": "format=aoti is the compiled form of the model",
+}
+
+
 def run_export(cfg: DictConfig) -> Path:
     """Export ``cfg.ckpt_path`` (conf/export.yaml) in ``cfg.format``; returns the file."""
-    from macelab.foundations import open_model
-    from macelab.training.checkpoint import artifact_from_checkpoint
-
     if cfg.format not in FORMATS:
         raise ConfigError(f"format={cfg.format!r}; choose one of {', '.join(FORMATS)}.")
-    from macelab.foundations import FOUNDATION_MODELS
-
+    entry_plan(cfg.get("runtime"), unused=NOT_EXPORTED)  # refuses what a file cannot keep
     if not Path(str(cfg.ckpt_path)).exists() and str(cfg.ckpt_path) not in FOUNDATION_MODELS:
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path} does not exist; give a macelab checkpoint, a model "

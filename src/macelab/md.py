@@ -23,10 +23,13 @@ import hydra
 from omegaconf import DictConfig
 
 from macelab._compat import thermalize
+from macelab.calculator import MACECalculator
 from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR
+from macelab.data.neighbors import DEFAULT_MIN_DISTANCE, too_close_error
 from macelab.devices import resolve_device
 from macelab.errors import AtomsTooCloseError, ConfigError, DataError
+from macelab.runtime import RuntimePlan, inference_precision, set_fields
 
 log = logging.getLogger(__name__)
 ENSEMBLES = ("nve", "langevin")
@@ -62,6 +65,47 @@ def accelerate_option(value: Any) -> str | None:
     return str(value)
 
 
+# the old ``accelerate=`` values, as runtime plan fields
+ACCELERATE_FIELDS = {"graphs": {"cuda_graphs": True}, "compiled": {"compile": True}}
+
+
+def md_plan(cfg: DictConfig) -> RuntimePlan:
+    """How the dynamics' models compute: the runtime group (``runtime.cuda_graphs``,
+    ``runtime.compile``, ``runtime.backend``, ...), with the old ``accelerate=`` mapped onto
+    it (one deprecation line in the log); they disagreeing is a ConfigError."""
+    runtime = dict(set_fields(cfg.get("runtime")))
+    mode = accelerate_option(cfg.get("accelerate"))
+    if mode is not None:
+        if mode not in ACCELERATE_FIELDS:
+            raise ConfigError(
+                f"accelerate={mode!r} (an old name); use runtime.cuda_graphs=true (graphs) or "
+                "runtime.compile=true (compiled), or neither."
+            )
+        fields = ACCELERATE_FIELDS[mode]
+        new = " ".join(f"runtime.{k}={str(v).lower()}" for k, v in fields.items())
+        if any(k in ("cuda_graphs", "compile") and not fields.get(k) for k in runtime):
+            raise ConfigError(
+                f"accelerate={mode} (an old name) and the runtime group disagree; set {new} only."
+            )
+        log.warning("accelerate=%s is deprecated: it is %s", mode, new)
+        runtime.update(fields)
+    return RuntimePlan.from_mapping(runtime)
+
+
+# a plan's step strategy as MACECalculator's ``accelerate``
+CALCULATOR_MODES = {None: None, "graphed": "graphs", "compiled": "compiled"}
+
+
+def md_precision(precision: Any, plan: RuntimePlan) -> str:
+    """The calculator's precision name: the precision group's, or
+    ``runtime.precision_policy`` where that is set (the group at its default, ``64``, counts
+    as not given)."""
+    name = precision_name(precision)
+    if plan.precision_policy is None:
+        return name
+    return precision_name(inference_precision(None if name == "64" else name, plan))
+
+
 def run_md(cfg: DictConfig) -> dict[str, Any]:
     """Run the dynamics of ``cfg`` (conf/md.yaml); returns a summary."""
     import numpy as np
@@ -73,8 +117,6 @@ def run_md(cfg: DictConfig) -> dict[str, Any]:
     from ase.md.verlet import VelocityVerlet
     from rich.progress import Progress
 
-    from macelab.calculator import MACECalculator
-
     if cfg.ensemble not in ENSEMBLES:
         raise ConfigError(f"ensemble={cfg.ensemble!r}; choose one of {', '.join(ENSEMBLES)}.")
     output_dir = Path(cfg.paths.output_dir)
@@ -83,14 +125,18 @@ def run_md(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(str(cfg.device))
     checkpoints = cfg.ckpt_path
     sources = [str(c) for c in checkpoints] if not isinstance(checkpoints, str) else checkpoints
-    from macelab.data.neighbors import DEFAULT_MIN_DISTANCE, too_close_error
-
     min_distance = cfg.get("min_distance", DEFAULT_MIN_DISTANCE)
+    plan = md_plan(cfg)
+    # the kernels only where the plan names them: otherwise each model computes as its
+    # run did (or with e3nn where that cannot run here)
+    kernels = {"backend", "fused_convolution"} & set(set_fields(plan.to_dict()))
     atoms.calc = MACECalculator(
         sources,
         device=device,
-        precision=precision_name(cfg.precision),
-        accelerate=accelerate_option(cfg.accelerate),
+        precision=md_precision(cfg.precision, plan),
+        accelerate=CALCULATOR_MODES[plan.step_strategy],
+        edge_chunk=plan.edge_chunk,
+        runtime=plan if kernels else None,
         trust_pickle=bool(cfg.get("trust_pickle", False)),
         min_distance=min_distance,
     )

@@ -39,13 +39,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from macelab.cli import user_errors_exit
+from macelab.config import config_dir
+from macelab.data.graph import atoms_to_graph
+from macelab.data.locate import locate
+from macelab.model import MACE
+from macelab.precision import default_dtype, precision_names
+from macelab.precision.inference import for_inference
+from macelab.training.checkpoint import load_model
+
 
 def model_sizes() -> dict[str, dict[str, int]]:
     """``{name: {channels, max_L}}`` of ``conf/model/size/*.yaml``: the sizes that
     ``model/size=<name>`` gives in training."""
     import yaml
-
-    from macelab.config import config_dir
 
     sizes = {}
     for path in sorted((config_dir() / "model" / "size").glob("*.yaml")):
@@ -66,9 +73,6 @@ def random_model(
 ):
     """A MACE for H, C, N, O, Si with fixed random weights (float64), of ``model/size=size``;
     ``max_L`` and ``channels`` override the size's (a large-L model: ``max_L=3``)."""
-    from macelab.model import MACE
-    from macelab.precision import default_dtype
-
     torch.manual_seed(0)
     settings = {"correlation": correlation, **SIZES[size]}
     if max_L is not None:
@@ -91,8 +95,6 @@ def structures(count: int) -> list[tuple[str, Any]]:
     import ase.io
     from ase.build import bulk
 
-    from macelab.data.locate import locate
-
     found = []
     for name in ("dataset_acac/train_300K.xyz", "dataset_3BPA/train_300K.xyz"):
         try:
@@ -110,8 +112,6 @@ def structures(count: int) -> list[tuple[str, Any]]:
 
 def _predict(model, context, atoms, device) -> dict[str, np.ndarray]:
     from torch_geometric.data import Batch
-
-    from macelab.data.graph import atoms_to_graph
 
     periodic = bool(np.all(atoms.pbc))
     batch = Batch.from_data_list([atoms_to_graph(atoms, model.r_max)]).to(device)
@@ -142,8 +142,6 @@ def measure(
 ) -> dict[str, dict[str, float]]:
     """The report's numbers per precision name (see the module docstring); ``progress``
     receives a line per precision measured."""
-    from macelab.precision.inference import for_inference
-
     systems = structures(count)
     reference, ref_context = for_inference(model, "64", device)
     refs = [_predict(reference, ref_context, atoms, device) for _, atoms in systems]
@@ -275,9 +273,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """The ``macelab-precision-report`` console script and ``python -m
     macelab.precision_report``: parse ``argv`` (default: the command line), measure, write."""
-    from macelab.cli import user_errors_exit
-    from macelab.precision import precision_names
-
     args = build_parser().parse_args(argv)
 
     def say(line: str) -> None:  # progress on stderr; the report itself goes to stdout
@@ -286,8 +281,6 @@ def main(argv: list[str] | None = None) -> int:
     @user_errors_exit
     def run() -> None:
         if args.ckpt:
-            from macelab.training.checkpoint import load_model
-
             model, _ = load_model(args.ckpt, trust_pickle=args.trust_pickle)
             weights = f"trained: {args.ckpt}"
         else:

@@ -12,6 +12,7 @@ as ``quantize.json`` / ``quantize.md`` into the run folder.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -26,6 +27,22 @@ from macelab.cli import prepare_argv, user_errors_exit
 from macelab.config import CONFIG_DIR
 from macelab.devices import resolve_device
 from macelab.errors import ConfigError
+from macelab.model.quantized import quantize_readout
+from macelab.precision.inference import for_inference
+from macelab.runtime import (
+    RuntimePlan,
+    apply_runtime,
+    entry_plan,
+    inference_precision,
+    runnable,
+)
+from macelab.training.checkpoint import (
+    checkpoint_plan,
+    load_model,
+    read_checkpoint,
+    recorded_test_data,
+)
+from macelab.training.checkpoint_io import write_atomically
 
 log = logging.getLogger("macelab.quantize")
 
@@ -43,9 +60,6 @@ def quantize_checkpoint(
     an INT8 model is for inference, not for resuming training. ``trust_pickle`` as in
     :func:`macelab.training.checkpoint.load_model`.
     """
-    from macelab.model.quantized import quantize_readout
-    from macelab.training.checkpoint import load_model, read_checkpoint
-
     checkpoint = read_checkpoint(ckpt_path, trust_pickle=trust_pickle)
     float_model, _ = load_model(ckpt_path, use_ema=use_ema, trust_pickle=trust_pickle)
     int8_model = quantize_readout(copy.deepcopy(float_model))
@@ -62,8 +76,6 @@ def quantize_checkpoint(
     checkpoint["macelab"]["quantized_from"] = str(ckpt_path)
     for key in ("optimizer_states", "lr_schedulers"):
         checkpoint.pop(key, None)
-    from macelab.training.checkpoint_io import write_atomically
-
     write_atomically(out, lambda stream: torch.save(checkpoint, stream))
     return float_model, int8_model
 
@@ -147,8 +159,6 @@ def compare_models(
     limit_batches: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Energies and forces of both models on each loader: :class:`_Differences` metrics."""
-    from macelab.precision.inference import for_inference
-
     float_run, context = for_inference(float_model, precision, device)
     int8_run, _ = for_inference(int8_model, precision, device)
     results = {}
@@ -207,16 +217,21 @@ def run_quantize(cfg: DictConfig) -> dict[str, dict[str, float]]:
         raise ConfigError(
             f"readout={cfg.readout} is not a quantised format; use readout=int8 (the only one)."
         )
+    trust_pickle = bool(cfg.get("trust_pickle", False))
+    hparams = read_checkpoint(cfg.ckpt_path, trust_pickle=trust_pickle)["hyper_parameters"]
+    plan = comparison_plan(cfg, hparams)  # checked before anything is written
     output_dir = Path(cfg.paths.output_dir)
     out = Path(cfg.out) if cfg.out else output_dir / "int8.ckpt"
     float_model, int8_model = quantize_checkpoint(
-        cfg.ckpt_path, out, use_ema=cfg.use_ema, trust_pickle=bool(cfg.get("trust_pickle", False))
+        cfg.ckpt_path, out, use_ema=cfg.use_ema, trust_pickle=trust_pickle
     )
     log.info("wrote %s", out)
     print(f"wrote {out}")
     if not cfg.compare:
         return {}
-    datamodule, precision = _test_data(cfg)
+    for model in (float_model, int8_model):
+        apply_runtime(model, dataclasses.replace(plan, precision_policy=None))
+    datamodule, precision = _test_data(cfg, hparams, plan)
     names = list(datamodule.test_set_names)
     loaders = dict(zip(names, datamodule.test_dataloader(), strict=True))
     device = _device(str(cfg.accelerator))
@@ -240,15 +255,29 @@ def run_quantize(cfg: DictConfig) -> dict[str, dict[str, float]]:
     return results
 
 
-def _test_data(cfg: DictConfig) -> tuple[Any, str]:
-    """The checkpoint's data module (or ``cfg.data``), set up for test, and the precision."""
-    from macelab.training.checkpoint import read_checkpoint, recorded_test_data
+# what the comparison (plain calls of both models) does not use
+EAGER_ONLY = {
+    "cuda_graphs": "the comparison calls both models eagerly (CUDA graphs are for training and MD)",
+    "compile": "the comparison calls both models eagerly (a compiled step is for training and MD)",
+}
 
-    checkpoint = read_checkpoint(cfg.ckpt_path, trust_pickle=bool(cfg.get("trust_pickle", False)))
-    hparams = checkpoint["hyper_parameters"]
+
+def comparison_plan(cfg: DictConfig, hparams: dict[str, Any]) -> RuntimePlan:
+    """How both models of the comparison compute: the run's plan (backend, fused
+    convolution, edge chunks; the old ``model.*`` names included) with the fields that the
+    runtime group sets over it, and the e3nn reference where that cannot run here."""
+    plan = entry_plan(cfg.get("runtime"), checkpoint_plan(hparams), unused=EAGER_ONLY)
+    return runnable(plan, str(cfg.ckpt_path))
+
+
+def _test_data(cfg: DictConfig, hparams: dict[str, Any], plan: RuntimePlan) -> tuple[Any, str]:
+    """The checkpoint's data module (or ``cfg.data``), set up for test, and the precision
+    (``runtime.precision_policy`` where set)."""
     datamodule, precision = recorded_test_data(
         cfg, hparams, hparams.get("run_config"), ", or compare=false"
     )
+    if plan.precision_policy is not None:  # over the run's precision, not over precision=
+        precision = inference_precision(cfg.get("precision"), plan)
     return datamodule, str(precision["name"])
 
 

@@ -22,8 +22,29 @@ import hydra
 import lightning  # noqa: F401 (imported before Hydra's logging setup: macelab.cli.tidy_output)
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from macelab._compat import e3nn_torchscript, lightning_loading
 from macelab.cli import prepare_argv, progress_bar, user_errors_exit
-from macelab.config import CONFIG_DIR, to_dict
+from macelab.config import CONFIG_DIR, check_types, to_dict
+from macelab.data.datamodule import MACEDataModule
+from macelab.errors import ConfigError, MacelabError
+from macelab.model.mace import MACE
+from macelab.precision import (
+    apply_precision,
+    default_dtype,
+    parameter_dtype,
+    trainer_precision_kwargs,
+)
+from macelab.runtime import plan_from_config, without_legacy_keys
+from macelab.sweeps.launching import hydra_ddp_job
+from macelab.training import finetune
+from macelab.training.checkpoint import check_compatible
+from macelab.training.module import MACELightningModule
+from macelab.training.results import paper_results, write_results
+from macelab.training.scaling import (
+    scale_training,
+    silence_synced_metric_warnings,
+    warn_if_oversubscribed,
+)
 
 log = logging.getLogger("macelab.train")
 
@@ -56,24 +77,6 @@ def fit_and_test(cfg: DictConfig) -> TrainingOutcome:
     import torch
     from hydra.utils import instantiate
 
-    from macelab._compat import e3nn_torchscript, lightning_loading
-    from macelab.precision import (
-        apply_precision,
-        default_dtype,
-        parameter_dtype,
-        trainer_precision_kwargs,
-    )
-    from macelab.runtime import plan_from_config, without_legacy_keys
-    from macelab.sweeps.launching import hydra_ddp_job
-    from macelab.training.checkpoint import check_compatible
-    from macelab.training.module import MACELightningModule
-    from macelab.training.results import paper_results, write_results
-    from macelab.training.scaling import (
-        scale_training,
-        silence_synced_metric_warnings,
-        warn_if_oversubscribed,
-    )
-
     check_optimized_metric(cfg.get("optimized_metric"))
     output_dir = Path(cfg.paths.output_dir)
     check_config_types(cfg)
@@ -86,8 +89,6 @@ def fit_and_test(cfg: DictConfig) -> TrainingOutcome:
 
     # Fine-tuning: the pretrained model is loaded first, so that without pretrained.refit_e0s
     # its E0s are the data's (the new data then needs no isolated-atom configurations).
-    from macelab.training import finetune
-
     pretrained_cfg = cfg.get("pretrained")
     pretrained = finetune.load_pretrained_model(pretrained_cfg) if pretrained_cfg else None
     refit = bool(pretrained_cfg.get("refit_e0s", True)) if pretrained_cfg else True
@@ -242,7 +243,6 @@ def check_optimized_metric(name: str | None) -> None:
     otherwise fail every trial of a search after it trained)."""
     if name in (None, "") or str(name).startswith(METRIC_PREFIXES):
         return
-    from macelab.errors import ConfigError
 
     raise ConfigError(
         f"optimized_metric={name} is not a metric a run logs: name one that starts with "
@@ -258,8 +258,6 @@ def optimized_metric(metrics: dict[str, float], name: str | None) -> float | Non
     if name in (None, ""):
         return None
     if name not in metrics:
-        from macelab.errors import ConfigError
-
         known = ", ".join(sorted(metrics)) or "none"
         raise ConfigError(
             f"optimized_metric={name} was not logged by this run; set optimized_metric to one "
@@ -280,7 +278,6 @@ def use_torchscript(setting: Any, on_cpu: bool, trainer_precision: Any) -> bool:
         return not (on_cpu and plain)
     if isinstance(setting, bool):
         return setting
-    from macelab.errors import ConfigError
 
     raise ConfigError(f"e3nn_torchscript={setting!r}; choose auto, true or false.")
 
@@ -288,10 +285,6 @@ def use_torchscript(setting: Any, on_cpu: bool, trainer_precision: Any) -> bool:
 def check_config_types(cfg: DictConfig) -> None:
     """Refuse a model or data value of the wrong type (``model.channels=abc``) before any
     data is read, with a message naming the key and the value."""
-    from macelab.config import check_types
-    from macelab.data.datamodule import MACEDataModule
-    from macelab.model.mace import MACE
-
     model = {key: value for key, value in to_dict(cfg.model).items() if value is not None}
     check_types(model, MACE.__init__, "model")  # null: taken from the data's statistics
     if cfg.data.get("_target_") == "macelab.data.datamodule.MACEDataModule":
@@ -316,7 +309,6 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     elif path.is_dir():
         path = path / "checkpoints" / "last.ckpt" if (path / "checkpoints").is_dir() else path
         path = path / "last.ckpt" if path.is_dir() else path
-    from macelab.errors import MacelabError
 
     if not path.is_file():
         raise MacelabError(

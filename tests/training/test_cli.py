@@ -123,27 +123,26 @@ def test_no_checkpoint_is_written_from_non_finite_weights():
         module.on_save_checkpoint({"state_dict": {}})
 
 
-def test_compiled_step_without_a_gpu_is_a_clear_error(tmp_path):
-    """training.compile_step=true on the CPU: one paragraph saying what to change, exit 2
-    (the refusal of autocast precisions is tested on the step itself, tests/speed)."""
-    result = _run(
-        ["training.compile_step=true", "model/size=tiny", "debug=fdr", "trainer.accelerator=cpu"],
-        tmp_path,
-    )
+@pytest.mark.parametrize("flag", ["runtime.compile=true", "training.compile_step=true"])
+def test_compiled_step_without_a_gpu_is_a_clear_error(tmp_path, flag):
+    """runtime.compile=true (or its old name) on the CPU: one paragraph saying what to
+    change, naming the runtime key, exit 2 (the refusal of autocast precisions is tested on
+    the step itself, tests/speed)."""
+    result = _run([flag, "model/size=tiny", "debug=fdr", "trainer.accelerator=cpu"], tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    assert "training.compile_step=false" in result.stderr
+    assert "runtime.compile=false" in result.stderr
+    assert "training.compile_step=false" not in result.stderr
 
 
-def test_cuda_graphs_without_a_gpu_is_a_clear_error(tmp_path):
-    """training.cuda_graphs=true on the CPU: one paragraph saying what to change, exit 2."""
-    result = _run(
-        ["training.cuda_graphs=true", "model/size=tiny", "debug=fdr", "trainer.accelerator=cpu"],
-        tmp_path,
-    )
+@pytest.mark.parametrize("flag", ["runtime.cuda_graphs=true", "training.cuda_graphs=true"])
+def test_cuda_graphs_without_a_gpu_is_a_clear_error(tmp_path, flag):
+    """runtime.cuda_graphs=true (or its old name) on the CPU: one paragraph saying what to
+    change, naming the runtime key, exit 2."""
+    result = _run([flag, "model/size=tiny", "debug=fdr", "trainer.accelerator=cpu"], tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    assert "training.cuda_graphs=false" in result.stderr
+    assert "runtime.cuda_graphs=false" in result.stderr
 
 
 def test_cuda_graphs_with_edge_chunks_is_a_clear_error(tmp_path):
@@ -151,8 +150,8 @@ def test_cuda_graphs_with_edge_chunks_is_a_clear_error(tmp_path):
     graphs (or a compiled step) in one paragraph, exit 2."""
     result = _run(
         [
-            "training.cuda_graphs=true",
-            "model.edge_chunk=100",
+            "runtime.cuda_graphs=true",
+            "runtime.edge_chunk=100",
             "model/size=tiny",
             "debug=fdr",
             "trainer.accelerator=cpu",
@@ -161,4 +160,4 @@ def test_cuda_graphs_with_edge_chunks_is_a_clear_error(tmp_path):
     )
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    assert "model.edge_chunk=null" in result.stderr
+    assert "runtime.edge_chunk=null" in result.stderr

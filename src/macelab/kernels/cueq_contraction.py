@@ -1,4 +1,4 @@
-"""The symmetric contraction (Eq. 10-11) through NVIDIA cuEquivariance (``model.backend=cueq``).
+"""The symmetric contraction (Eq. 10-11) through NVIDIA cuEquivariance (``runtime.backend=cueq``).
 
 cuEquivariance's ``SymmetricContraction`` computes the same function space as ours in its
 own basis: the product basis of correlation orders 1..N, one weight per basis element,
@@ -151,7 +151,7 @@ def probe_mapping(
         raise ValueError(
             f"cuEquivariance's symmetric-contraction basis does not reproduce macelab's for "
             f"{module.irreps_in} -> {module.irreps_out} (relative residual {relative:.1e}); "
-            "use model.backend=e3nn"
+            "use runtime.backend=e3nn"
         )
     return M, keys
 

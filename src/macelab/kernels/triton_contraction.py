@@ -155,7 +155,7 @@ class TritonContractionSecond(torch.autograd.Function):
         raise RuntimeError(
             "third derivatives of the Triton symmetric contraction are not implemented (its "
             "kernels give values, forces and the force loss's weight gradient); compute "
-            "this with model.backend=e3nn or sparse_torch"
+            "this with runtime.backend=e3nn or sparse_torch"
         )
 
 

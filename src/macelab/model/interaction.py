@@ -79,8 +79,8 @@ def warn_unused_edge_chunk(interactions: Any) -> None:
     no per-edge messages, so there is nothing to chunk)."""
     if any(m.edge_chunk is not None and m.conv_backend == "triton" for m in interactions):
         logging.getLogger(__name__).warning(
-            "model.edge_chunk is not used with the fused convolution, which keeps no "
-            "per-edge messages; set model.fused_convolution=false to chunk the e3nn "
+            "runtime.edge_chunk is not used with the fused convolution, which keeps no "
+            "per-edge messages; set runtime.fused_convolution=false to chunk the e3nn "
             "convolution instead"
         )
 

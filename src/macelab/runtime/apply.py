@@ -94,3 +94,22 @@ def build_for_run(
     if backend is not None:
         plan = dataclasses.replace(plan, backend=backend)
     return apply_runtime(build_model(model_cfg, statistics), plan)
+
+
+def inference_precision(precision: Any, plan: RuntimePlan) -> Any:
+    """The precision an inference entry point runs in: its precision group's (a name or a
+    ``conf/precision`` mapping; None where the group is not given), or the plan's
+    ``precision_policy`` where that is set and the group is not given or names the same.
+    ConfigError where both are set and differ."""
+    policy = plan.precision_policy
+    if policy is None:
+        return precision
+    if precision is None:
+        return load_precision(policy)
+    name = precision.get("name") if hasattr(precision, "get") else precision
+    if str(name) != str(policy):
+        raise ConfigError(
+            f"precision={name} and runtime.precision_policy={policy} disagree; set one of them "
+            f"(precision={policy} alone does the same)."
+        )
+    return precision

@@ -137,3 +137,35 @@ def without_legacy_keys(model: Mapping[str, Any]) -> dict[str, Any]:
     """A model config with the plan's old keys taken out (what the model computes only)."""
     legacy = {key for section, key in LEGACY_KEYS if section == "model"}
     return {k: v for k, v in _plain(model).items() if k not in legacy}
+
+
+def set_fields(runtime: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The fields that a ``conf/runtime`` mapping sets: those not null and not their
+    default (the defaults of an entry point's runtime group leave a model as it loads)."""
+    plan, default = RuntimePlan.from_mapping(runtime), RuntimePlan()
+    return {
+        f.name: getattr(plan, f.name)
+        for f in dataclasses.fields(RuntimePlan)
+        if getattr(plan, f.name) is not None and getattr(plan, f.name) != getattr(default, f.name)
+    }
+
+
+def entry_plan(
+    runtime: Mapping[str, Any] | None,
+    base: RuntimePlan | None = None,
+    *,
+    unused: Mapping[str, str] | None = None,
+) -> RuntimePlan:
+    """The plan an entry point runs a loaded model with: ``base`` (the run's own plan, as a
+    checkpoint records it; default the reference) with the fields that ``runtime`` sets
+    (:func:`set_fields`) over it. ``unused`` maps the fields this entry point cannot apply
+    to the reason: setting one is a ConfigError saying so."""
+    fields = set_fields(runtime)
+    for field, reason in (unused or {}).items():
+        if field in fields:
+            default = getattr(RuntimePlan(), field)
+            raise ConfigError(
+                f"runtime.{field}={fields[field]!r}: {reason}; leave runtime.{field} at "
+                f"{'null' if default is None else str(default).lower()}."
+            )
+    return dataclasses.replace(base or RuntimePlan(), **fields)

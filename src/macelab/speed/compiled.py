@@ -68,7 +68,7 @@ def plain_copy(model: torch.nn.Module, keep_kernels: bool = True) -> torch.nn.Mo
 
 
 def _copy_convolution(model: torch.nn.Module, plain: torch.nn.Module) -> None:
-    """The fused convolution (``model.fused_convolution``) carried over to the copy: its
+    """The fused convolution (``runtime.fused_convolution``) carried over to the copy: its
     kernels run as one custom operator, which the tracer records whole. Plans are probed
     here, outside any trace."""
 
@@ -81,7 +81,7 @@ def _copy_convolution(model: torch.nn.Module, plain: torch.nn.Module) -> None:
 
 
 def _copy_contraction(model: torch.nn.Module, plain: torch.nn.Module) -> None:
-    """The Triton contraction (``model.backend=triton``) carried over to the copy: its
+    """The Triton contraction (``runtime.backend=triton``) carried over to the copy: its
     kernels, derivatives included, are one custom operator to the tracer. Other backends
     are not: the copy contracts with e3nn's dense code, which Inductor fuses (cueq's
     operators are not traceable here). The sparse terms are built here, outside any trace,

@@ -237,7 +237,7 @@ _AUTOCAST_MESSAGE = (
     "the compiled training step runs in the model's own dtype only, but {what} is on: "
     "e3nn's torch.fx code, which the step traces, mixes dtypes under autocast. Train with "
     "precision=32 or 64 when compiling the step, or keep the policy and use "
-    "training.cuda_graphs=true without training.compile_step."
+    "runtime.cuda_graphs=true without runtime.compile."
 )
 
 

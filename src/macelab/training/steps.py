@@ -42,8 +42,8 @@ class CapturedStep:
     def __init__(self, compile: bool, cuda_graphs: bool) -> None:
         self.compile = compile
         self.cuda_graphs = cuda_graphs
-        # the old names, which the messages give (both are still read)
-        self.option = "training.compile_step" if compile else "training.cuda_graphs"
+        # the runtime plan's key the messages name (the old training.* names map onto it)
+        self.option = "runtime.compile" if compile else "runtime.cuda_graphs"
         self.step: GraphedTrainStep | CompiledTrainStep | None = None
 
     def __call__(self, module: Any, batch: Any) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -55,7 +55,7 @@ class CapturedStep:
         except ValueError as error:  # autocast met when the first step is traced
             if not self.compile:
                 raise
-            raise ConfigError(f"training.compile_step=true: {error}") from None
+            raise ConfigError(f"runtime.compile=true: {error}") from None
         # The gradients are already in .grad; Lightning's backward is skipped.
         terms["loss"] = terms["loss"].requires_grad_()
         return terms, output
@@ -73,7 +73,7 @@ class CapturedStep:
                     )
                 except ValueError as error:
                     raise ConfigError(
-                        f"training.compile_step=true: {error}; or set training.compile_step=false."
+                        f"runtime.compile=true: {error}; or set runtime.compile=false."
                     ) from None
             else:
                 self.step = GraphedTrainStep(
@@ -85,7 +85,7 @@ class CapturedStep:
         problem = None
         if any(getattr(m, "edge_chunk", None) for m in module.model.modules()):
             # chunk boundaries are read on the host each step: no capture, no trace
-            problem = "does not combine with model.edge_chunk (set model.edge_chunk=null)"
+            problem = "does not combine with runtime.edge_chunk (set runtime.edge_chunk=null)"
         elif self.cuda_graphs and module.device.type != "cuda":
             problem = f"needs a CUDA GPU, but the model is on {module.device}"
         elif module.trainer.world_size > 1:
