@@ -29,35 +29,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from hydra.utils import instantiate
-
-from macelab.config import to_dict
-from macelab.precision import default_dtype
 from macelab.speed.compiled_train import CompiledTrainStep
-from macelab.training.module import MACELightningModule
-from tests.training.conftest import TINY, compose_run_config
-
-STEPS = 12
+from tests.training.conftest import compose_run_config
+from tests.training.test_compiled_step_gpu import _setup as gpu_setup
 
 
 def setup():
-    overrides = [o for o in TINY if not o.startswith(("trainer.accelerator", "data.num_train"))]
-    overrides += ["data.num_train=57", "training.loss.forces_weight=1000"]
-    cfg = compose_run_config("train", overrides, Path(tempfile.mkdtemp()))
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    training = to_dict(cfg.training)
-    with default_dtype(torch.float64):
-        module = MACELightningModule(
-            model=to_dict(cfg.model),
-            statistics=datamodule.statistics.to_dict(),
-            loss=training["loss"],
-            ema={"enabled": False},
-        )
-    model = module.model.cuda().train()
-    batches = [b.to("cuda") for b in datamodule.train_dataloader()][:STEPS]
-    return model, module.loss_fn, batches
+    """The GPU tests' tiny float64 model, loss and 12 batches (test_compiled_step_gpu)."""
+    folder = Path(tempfile.mkdtemp())
+
+    def compose(name: str, overrides: list[str]):
+        return compose_run_config(name, overrides, folder)
+
+    model, loss_fn, _, batches = gpu_setup(compose)
+    return model, loss_fn, batches
 
 
 def params(model):
