@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from macelab.speed.compiled_train import CompiledTrainStep
 from tests.training.conftest import compose_run_config
+from tests.training.test_compiled_step_gpu import _eager_grads as eager_grads
+from tests.training.test_compiled_step_gpu import _relative as rel
 from tests.training.test_compiled_step_gpu import _setup as gpu_setup
 
 
@@ -52,21 +54,6 @@ def params(model):
 def grads_of(step, model, batch):
     step(batch)
     return [p.grad.detach().clone() for p in params(model)]
-
-
-def eager_grads(model, loss_fn, batch):
-    output = model(batch, compute_forces=True, training=True)
-    loss = loss_fn(output, batch)["loss"]
-    grads = torch.autograd.grad(loss, params(model), allow_unused=True)
-    return [
-        torch.zeros_like(p) if g is None else g.detach()
-        for g, p in zip(grads, params(model), strict=False)
-    ]
-
-
-def rel(a, b):
-    scale = max(float(t.abs().max()) for t in b)
-    return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=False)) / max(scale, 1e-300)
 
 
 def sgd(model, grads, lr=1e-3):
