@@ -19,7 +19,7 @@ PYTEST_ARGS ?= -n 2 -q --durations=25
 EXTRAS ?= dev,mace,slurm,cueq,tensorboard,wandb,hparams,docs
 SITE_DIR ?= site
 
-.PHONY: install run test lint format docs check-wheel clean
+.PHONY: install run test test-all lint format docs check-wheel clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "macelab needs Python >= 3.11"'
@@ -43,7 +43,12 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/python -m macelab.train
 
+# make test: all but the heavy tier (tests/conftest.py HEAVY), about 10 minutes on two cores;
+# make test-all: everything, as CI runs it (about 25 minutes on two cores).
 test: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
+
+test-all: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

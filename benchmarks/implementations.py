@@ -49,6 +49,7 @@ from torch_geometric.data import Batch
 
 from benchmarks.precisions import PrecisionSpec, macelab_precisions, precision, undescribed
 from benchmarks.settings import ModelSpec
+from macelab.dtypes import default_dtype
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +90,6 @@ class ModelStatistics:
     scale: float
     shift: float
     source: str
-
-
-@contextlib.contextmanager
-def default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """torch's default dtype set to ``dtype`` inside the block (mace-torch reads it)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def build_reference_mace(spec: ModelSpec, stats: ModelStatistics) -> torch.nn.Module:

@@ -37,7 +37,7 @@ from macelab.precision import (
 from macelab.runtime import plan_from_config, without_legacy_keys
 from macelab.sweeps.launching import hydra_ddp_job
 from macelab.training import finetune
-from macelab.training.checkpoint import check_compatible
+from macelab.training.checkpoint import check_compatible, check_resumable
 from macelab.training.module import MACELightningModule
 from macelab.training.results import paper_results, write_results
 from macelab.training.scaling import (
@@ -105,6 +105,7 @@ def fit_and_test(cfg: DictConfig) -> TrainingOutcome:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     trust_pickle = bool(cfg.get("trust_pickle", False))
     if ckpt_path is not None:
+        check_resumable(ckpt_path, trust_pickle=trust_pickle)
         check_compatible(
             ckpt_path,
             to_dict(cfg.model),

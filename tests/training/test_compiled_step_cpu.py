@@ -3,8 +3,9 @@
 Inductor compiles the traced step for CUDA only, so here the same make_fx trace runs through
 ``aot_eager`` (every aten operation of the trace, no code generation): what this checks is
 the integration (programs per loss-weight key, stage two's second program, gradients handed
-to the optimiser, Lightning's backward and zeroing skipped), not Inductor. With plain SGD in
-float64 the compiled run's test metrics equal the eager run's. The GPU gate with Inductor
+to Lightning's backward through the loss's hook, and added up under gradient accumulation),
+not Inductor. With plain SGD in float64 the compiled run's test metrics equal the eager
+run's. The GPU gate with Inductor
 and CUDA graphs is tests/training/test_compiled_step_gpu.py.
 """
 
@@ -25,6 +26,7 @@ CPU_SMALL = [
     "model.max_ell=1",
     "trainer.limit_train_batches=3",
     "trainer.limit_val_batches=1",
+    "+trainer.accumulate_grad_batches=2",  # the hook scales by 1/2 and adds the two halves
 ]
 
 

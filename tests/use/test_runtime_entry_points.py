@@ -151,19 +151,10 @@ def test_evaluation_plan_is_the_runs_with_the_group_over_it(compose_config):  # 
             evaluation_plan(cfg, hparams)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A checkpoint of a short tiny run with runtime.backend=sparse_torch (the fixture above
-    is stripped of the training state that Lightning's loading needs)."""
-    run = tmp_path_factory.mktemp("trained")
-    overrides = [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
-    overrides += ["data.num_train=20", "runtime.backend=sparse_torch", "runtime.edge_chunk=40"]
-    run_training(compose_run_config("train", overrides, run))
-    return run / "checkpoints" / "best.ckpt"
-
-
 @pytest.mark.slow
-def test_evaluate_runs_with_the_plan(trained, compose_config, tmp_path, monkeypatch):  # noqa: F811
+def test_evaluate_runs_with_the_plan(compose_config, tmp_path, monkeypatch):  # noqa: F811
+    """The fixture checkpoint (weights and EMA only: no optimiser state or position in the
+    epoch) evaluates with its recorded plan and the group's field over it."""
     plans = []
     apply = macelab.training.module.apply_runtime
     monkeypatch.setattr(
@@ -171,12 +162,18 @@ def test_evaluate_runs_with_the_plan(trained, compose_config, tmp_path, monkeypa
         "apply_runtime",
         lambda model, plan: plans.append(plan) or apply(model, plan),
     )
-    overrides = [f"ckpt_path={trained}", *TEST_DATA, "plots=false", "runtime.edge_chunk=7"]
+    overrides = [*ENTRY_POINTS["evaluate"], *TEST_DATA, "plots=false", "runtime.edge_chunk=7"]
     results = run_evaluation(compose_config("evaluate", overrides))
     assert plans == [RuntimePlan(backend="sparse_torch", edge_chunk=7)]
     assert len(results) == 4
     for metrics in results.values():
         assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
+
+
+def test_resuming_a_weights_only_checkpoint_is_refused(compose_config):  # noqa: F811
+    overrides = [*TINY, f"ckpt_path={CKPT}"]
+    with pytest.raises(ConfigError, match=r"not the training state a resume continues from"):
+        run_training(compose_config("train", overrides))
 
 
 @pytest.mark.slow

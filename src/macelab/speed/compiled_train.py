@@ -35,7 +35,7 @@ from macelab.speed.padding import (
     pad_training_batch,
     unpad,
 )
-from macelab.speed.train_step import OUTPUT_KEYS, Loss, _autocast_without_cache
+from macelab.speed.train_step import OUTPUT_KEYS, Gradients, Loss, _autocast_without_cache
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,17 @@ class CompiledTrainStep:
     def __call__(
         self, batch: Any, key: Hashable = None
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None]]:
+        terms, outputs, grads = self.gradients(batch, key)
+        for parameter, grad in zip(self.parameters, grads, strict=True):
+            parameter.grad = grad
+        return terms, outputs
+
+    def gradients(
+        self, batch: Any, key: Hashable = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None], Gradients]:
+        """As a call, but the gradients are returned (one per trainable parameter, in
+        ``model.parameters()`` order) instead of being put in ``.grad``. With CUDA graphs
+        they are the graph's static tensors: the next replay overwrites them."""
         sizes, bucket, padded = pad_training_batch(
             batch, self.growth, self.r_max, self.padding_number
         )
@@ -141,9 +152,9 @@ class CompiledTrainStep:
         }
         outputs = dict(zip(program.outputs, results[n_terms : n_terms + n_outputs], strict=True))
         grads = results[n_terms + n_outputs :]
-        for parameter, grad in zip(self.parameters, grads, strict=True):
-            parameter.grad = grad if self.cuda_graphs else grad.detach()
-        return terms, unpad(outputs, sizes)
+        if not self.cuda_graphs:
+            grads = [grad.detach() for grad in grads]
+        return terms, unpad(outputs, sizes), list(grads)
 
     # ----------------------------------------------------------------------- building
     def _build(self, padded: PaddedBatch) -> _Program:

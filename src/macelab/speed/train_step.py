@@ -30,6 +30,8 @@ from macelab.speed.padding import (
 # loss(output, padded batch) -> {"loss": scalar, other terms...}
 Loss = Callable[[dict[str, torch.Tensor | None], PaddedBatch], dict[str, torch.Tensor]]
 OUTPUT_KEYS = ("energy", "forces", "stress", "virials")
+# one gradient per trainable parameter, in ``model.parameters()`` order (None: not reached)
+Gradients = list[torch.Tensor | None]
 
 
 class _Captured:
@@ -103,6 +105,19 @@ class GraphedTrainStep:
     def __call__(
         self, batch: Any, key: Hashable = None
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None]]:
+        terms, outputs, grads = self.gradients(batch, key)
+        for parameter, grad in zip(self.parameters, grads, strict=True):
+            if grad is not None:
+                parameter.grad = grad
+        return terms, outputs
+
+    def gradients(
+        self, batch: Any, key: Hashable = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None], Gradients]:
+        """As a call, but the gradients are returned (one per trainable parameter, in
+        ``model.parameters()`` order; None where the loss does not reach it) instead of
+        being put in ``.grad``. They are the graph's static tensors: the next replay
+        overwrites them."""
         sizes, bucket, padded = pad_training_batch(
             batch, self.growth, self.r_max, self.padding_number
         )
@@ -114,10 +129,9 @@ class GraphedTrainStep:
                 if isinstance(buffer, torch.Tensor):
                     buffer.copy_(padded[name])
             entry.graph.replay()
-        for parameter, grad in entry.grads.items():
-            parameter.grad = grad
+        grads = [entry.grads.get(p) for p in self.parameters]
         terms = {name: value.detach().clone() for name, value in entry.terms.items()}
-        return terms, unpad(entry.outputs, sizes)
+        return terms, unpad(entry.outputs, sizes), grads
 
     def _forward_backward(self, batch: PaddedBatch):
         with _autocast_without_cache(self.device.type):

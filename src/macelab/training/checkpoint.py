@@ -150,6 +150,21 @@ def artifact_from_checkpoint(
     return save_artifact(model, hparams["model"], hparams["statistics"], folder, metadata, run)
 
 
+def check_resumable(path: str | Path, *, trust_pickle: bool = False) -> None:
+    """Refuse to resume from a checkpoint without the training state a resume continues
+    from (optimiser state, position in the epoch): one saved weights-only or stripped."""
+    checkpoint = read_checkpoint(path, trust_pickle=trust_pickle)
+    position = checkpoint.get("macelab") or {}
+    if "optimizer_states" not in checkpoint or "batches_done_in_epoch" not in position:
+        raise ConfigError(
+            f"checkpoint {path} holds the model's weights but not the training state a resume "
+            "continues from (optimiser state and position in the epoch; it was saved "
+            "weights-only or stripped). Evaluate it with python -m macelab.evaluate "
+            "ckpt_path=..., or start a new run from its weights with pretrained.ckpt_path=... "
+            "instead of ckpt_path."
+        )
+
+
 def check_compatible(
     path: str | Path,
     model_cfg: dict[str, Any],

@@ -341,14 +341,6 @@ class MACELightningModule(L.LightningModule):
             field=field,
         )
 
-    def backward(self, loss: Tensor, *args, **kwargs) -> None:
-        if not self.step_strategy.computes_gradients:  # a captured step has its gradients already
-            super().backward(loss, *args, **kwargs)
-
-    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer) -> None:
-        if not self.step_strategy.computes_gradients:  # each replay or compiled call sets them
-            super().optimizer_zero_grad(epoch, batch_idx, optimizer)
-
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
@@ -535,6 +527,10 @@ class MACELightningModule(L.LightningModule):
         self.skipped_steps = state.get("skipped_steps", 0)
         self._stage_two_started = state.get("stage_two_started")
         self._pending_scheduler_state = state.get("lr_scheduler")
+        if "batches_done_in_epoch" not in state:
+            # weights and EMA only (saved weights-only or stripped): enough to evaluate;
+            # train.check_compatible refuses to resume from it
+            return
         self.batches_done_in_epoch = state["batches_done_in_epoch"]
         if state.get("epoch_complete", False):
             self._resume = (int(checkpoint["epoch"]) + 1, 0)
