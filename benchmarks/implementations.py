@@ -50,6 +50,7 @@ from torch_geometric.data import Batch
 from benchmarks.precisions import PrecisionSpec, macelab_precisions, precision, undescribed
 from benchmarks.settings import ModelSpec
 from macelab.dtypes import default_dtype
+from macelab.runtime import RuntimePlan, apply_runtime
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,39 @@ MACELAB_CONV_CUEQ_GRAPHS = "macelab+conv+cueq+graphs"
 MACELAB_TRITON_COMPILED = "macelab+triton+compiled"
 GRAPHS_PRECISIONS = ("32", "bf16-mixed")
 TRITON_PRECISIONS = ("32",)
-GRAPHED = (  # CUDA-graph replays
-    MACELAB_GRAPHS, MACELAB_TRITON_GRAPHS, MACELAB_CONV_GRAPHS, MACELAB_CONV_CUEQ_GRAPHS
-)  # fmt: skip
-# make_fx + Inductor + CUDA graphs
-COMPILED = (MACELAB_COMPILED, MACELAB_CONV_COMPILED, MACELAB_TRITON_COMPILED)
-# Paths that take macelab's inputs
-MACELAB_FAMILY = (
-    MACELAB, MACELAB_TRITON, MACELAB_CUEQ, MACELAB_CONV, MACELAB_CONV_CUEQ, *GRAPHED,
-    *COMPILED,
-)  # fmt: skip
+# Each macelab path is a runtime plan (conf/runtime, macelab.runtime) in a precision: the
+# path's name is a short label of its plan, which builds its model (apply_runtime) and is
+# written into each of its records ("runtime"). The harness's compiled paths replay their
+# Inductor programs from CUDA graphs, as the trainer's runtime.compile + runtime.cuda_graphs.
+PLANS: dict[str, RuntimePlan] = {
+    MACELAB: RuntimePlan(),
+    MACELAB_GRAPHS: RuntimePlan(cuda_graphs=True),
+    MACELAB_COMPILED: RuntimePlan(compile=True, cuda_graphs=True),
+    MACELAB_TRITON: RuntimePlan(backend="triton"),
+    MACELAB_TRITON_GRAPHS: RuntimePlan(backend="triton", cuda_graphs=True),
+    MACELAB_CUEQ: RuntimePlan(backend="cueq"),
+    MACELAB_CONV: RuntimePlan(fused_convolution=True),
+    MACELAB_CONV_GRAPHS: RuntimePlan(fused_convolution=True, cuda_graphs=True),
+    MACELAB_CONV_CUEQ: RuntimePlan(backend="cueq", fused_convolution=True),
+    MACELAB_CONV_COMPILED: RuntimePlan(fused_convolution=True, compile=True, cuda_graphs=True),
+    MACELAB_CONV_CUEQ_GRAPHS: RuntimePlan(backend="cueq", fused_convolution=True, cuda_graphs=True),
+    MACELAB_TRITON_COMPILED: RuntimePlan(backend="triton", compile=True, cuda_graphs=True),
+}
+# CUDA-graph replays of the eager model; make_fx + Inductor + CUDA graphs
+GRAPHED = tuple(name for name, plan in PLANS.items() if plan.cuda_graphs and not plan.compile)
+COMPILED = tuple(name for name, plan in PLANS.items() if plan.compile)
+MACELAB_FAMILY = tuple(PLANS)  # paths that take macelab's inputs
+
+
+def runtime_overrides(plan: RuntimePlan) -> str:
+    """The ``runtime.*`` overrides that give ``plan`` (its fields that differ from the
+    default), as a user would type them; empty for the reference."""
+    default = RuntimePlan()
+    return " ".join(
+        f"runtime.{key}={str(value).lower() if isinstance(value, bool) else value}"
+        for key, value in plan.to_dict().items()
+        if value != getattr(default, key)
+    )
 
 
 @dataclass
@@ -171,6 +195,11 @@ class Path:
     @property
     def name(self) -> str:
         return f"{self.implementation}/{self.spec.name}"
+
+    @property
+    def runtime(self) -> RuntimePlan | None:
+        """The runtime plan of a macelab path (None for mace-torch's)."""
+        return PLANS.get(self.implementation)
 
     def ensure_model(self) -> torch.nn.Module:
         """Build the model on first use (timed into ``setup_s``)."""
@@ -303,30 +332,28 @@ def _backend_paths(
     graphs = "CUDA graphs need a CUDA device"
     cueq = "cuEquivariance's kernels need CUDA; its CPU fallback is not a speed reference"
     conv = why_not("triton", None)
-    variants = [  # (path, contraction backend, fused convolution, why not)
-        (MACELAB_TRITON, "triton", True, why_not("triton", None)),
-        (MACELAB_TRITON_GRAPHS, "triton", True, why_not("triton", graphs)),
-        (MACELAB_CUEQ, "cueq", False, why_not("cueq", cueq)),
-        (MACELAB_CONV, "e3nn", True, conv),
-        (MACELAB_CONV_GRAPHS, "e3nn", True, conv or why_not("e3nn", graphs)),
-        (MACELAB_CONV_CUEQ, "cueq", True, conv or why_not("cueq", cueq)),
-        (MACELAB_CONV_COMPILED, "e3nn", True, conv or why_not("e3nn", graphs)),
-        (MACELAB_TRITON_COMPILED, "triton", True, conv or why_not("triton", graphs)),
+    variants = [  # (path, why not)
+        (MACELAB_TRITON, why_not("triton", None)),
+        (MACELAB_TRITON_GRAPHS, why_not("triton", graphs)),
+        (MACELAB_CUEQ, why_not("cueq", cueq)),
+        (MACELAB_CONV, conv),
+        (MACELAB_CONV_GRAPHS, conv or why_not("e3nn", graphs)),
+        (MACELAB_CONV_CUEQ, conv or why_not("cueq", cueq)),
+        (MACELAB_CONV_COMPILED, conv or why_not("e3nn", graphs)),
+        (MACELAB_TRITON_COMPILED, conv or why_not("triton", graphs)),
         # the cuEquivariance paths are host-bound on large systems (docs/benchmarks.md)
-        (MACELAB_CONV_CUEQ_GRAPHS, "cueq", True, conv or why_not("cueq", cueq)),
+        (MACELAB_CONV_CUEQ_GRAPHS, conv or why_not("cueq", cueq)),
     ]
     paths = []
-    for implementation, backend, fused, unavailable in variants:
+    for implementation, unavailable in variants:
         for name in TRITON_PRECISIONS:
             p = precision(name)
 
             def build(
-                p: PrecisionSpec = p, backend: str = backend, fused: bool = fused
+                p: PrecisionSpec = p, plan: RuntimePlan = PLANS[implementation]
             ) -> torch.nn.Module:
-                from macelab.kernels import set_backend
-
                 model = copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
-                return set_backend(model, backend, convolution=fused)
+                return apply_runtime(model, plan)
 
             paths.append(Path(implementation, p, build, unavailable))
     return paths
@@ -378,8 +405,11 @@ def make_paths(
         for name in GRAPHS_PRECISIONS:
             p = precision(name)
 
-            def build_graphed(p: PrecisionSpec = p) -> torch.nn.Module:
-                return copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
+            def build_graphed(
+                p: PrecisionSpec = p, plan: RuntimePlan = PLANS[implementation]
+            ) -> torch.nn.Module:
+                model = copy.deepcopy(macelab_model()).to(device=device, dtype=p.param_dtype)
+                return apply_runtime(model, plan)
 
             paths.append(Path(implementation, p, build_graphed, graphs_missing))
     paths.extend(_backend_paths(macelab_model, device, macelab_missing))

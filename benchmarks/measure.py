@@ -196,6 +196,7 @@ def guarded(ctx: Context, record: dict[str, Any], path: Path | None, body: Calla
     ctx.records.append(record)
     if path is not None:
         record["implementation"], record["precision"] = path.implementation, path.spec.name
+        record["runtime"] = None if path.runtime is None else path.runtime.to_dict()
         if path.unavailable:
             record["skipped"] = path.unavailable
             return

@@ -27,6 +27,7 @@ RECORD_FIELDS = (
     "workload",
     "implementation",
     "precision",
+    "runtime",  # the macelab path's runtime plan (conf/runtime fields); null for mace-torch
     "system",
     "correctness",
     "flops",

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
-from benchmarks import flops
+from benchmarks import flops, implementations
 from benchmarks.measure import Reference, check
 from benchmarks.precisions import PRECISIONS, macelab_precisions, precision
 from benchmarks.profiling import kernel_group
 from benchmarks.report import main_table, profile_groups_table
+from macelab.runtime import RuntimePlan
+from tests.training.conftest import compose_run_config
 
 
 def test_einsum_cost_counts_multiply_and_add() -> None:
@@ -137,3 +141,28 @@ def test_group_table_shows_each_groups_share() -> None:
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:4] == ["profile_train", "macelab+conv/32", "4", "3 (75%)"]
     assert "1 (25%)" in cells and cells[-1] == "-"
+
+
+@pytest.mark.parametrize("name", sorted(implementations.PLANS))
+def test_every_macelab_path_is_a_runtime_plan(name: str, tmp_path: Path) -> None:
+    """A path's label stands for a runtime plan: the overrides it prints compose, through
+    conf/runtime, into the same plan a training run would use."""
+    plan = implementations.PLANS[name]
+    overrides = implementations.runtime_overrides(plan).split()
+    cfg = compose_run_config("train", overrides, tmp_path)
+    assert RuntimePlan.from_mapping(cfg.runtime) == plan
+    assert (name in implementations.COMPILED) == plan.compile
+    assert (name in implementations.GRAPHED) == (plan.cuda_graphs and not plan.compile)
+    assert ("+conv" in name or "triton" in name) == plan.fuses_convolution
+
+
+def test_the_docs_list_every_path_with_its_plan() -> None:
+    """docs/benchmarks.md's table of paths is the code's PLANS, row for row."""
+    text = (Path(__file__).parents[2] / "docs" / "benchmarks.md").read_text()
+    rows = re.findall(r"^\s*\| `(macelab[^`]*)` \| (.*) \|$", text, flags=re.MULTILINE)
+    documented = {name: cell.strip("`") for name, cell in rows}
+    expected = {
+        name: implementations.runtime_overrides(plan) or "(none: the reference)"
+        for name, plan in implementations.PLANS.items()
+    }
+    assert documented == expected
