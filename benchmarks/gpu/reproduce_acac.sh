@@ -9,7 +9,10 @@
 #   bash benchmarks/gpu/reproduce_acac.sh wait        # poll until WAIT_S or the runs end
 #   bash benchmarks/gpu/reproduce_acac.sh finish      # wait for the end, evaluate, copy to $OUT
 #
-# RECIPES: one "name=overrides" per line (overrides space-separated, may be empty). PATH_FLAGS:
+# RECIPES: one "name=overrides" per line (overrides space-separated, may be empty). On a
+# machine with several GPUs the recipes go round-robin, one GPU each (CUDA_VISIBLE_DEVICES),
+# so eight precisions or seeds train at full speed in one window of an 8-GPU machine; on one
+# GPU they share it (each at about half speed for two). PATH_FLAGS:
 # the training path (precision, backend, compile, graphs) every recipe shares. MAX_TIME
 # (DD:HH:MM:SS): each run's training budget. Runs live in $ROOT (default /tmp/macelab-runs),
 # outside the working tree: a device call re-synchronises the tree and would delete them.
@@ -69,19 +72,26 @@ case "${1:-}" in
         nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
         python3 -c "import torch, triton, e3nn; print('torch', torch.__version__, 'triton', triton.__version__, 'e3nn', e3nn.__version__)"
         git log -1 --format='macelab %h %s' 2>/dev/null || true
+        set -f  # overrides may hold stage patterns such as interactions.*.radial_mlp
+        gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+        ((gpus > 0)) || gpus=1
+        index=0
         while IFS= read -r line; do
             [[ -z "$line" ]] && continue
             name="${line%%=*}"
             overrides="${line#*=}"
             mkdir -p "$ROOT/$name"
             echo "$PATH_FLAGS $overrides" >"$ROOT/$name/.recipe"
+            gpu=$((index % gpus))
+            index=$((index + 1))
             # shellcheck disable=SC2086
-            setsid nohup python3 -m macelab.train experiment=acac $PATH_FLAGS \
+            CUDA_VISIBLE_DEVICES=$gpu setsid nohup python3 -m macelab.train experiment=acac $PATH_FLAGS \
                 trainer.max_time="${MAX_TIME:-00:00:20:00}" trainer.max_epochs=100000 \
                 trainer.enable_progress_bar=false hydra.run.dir="$ROOT/$name" $overrides \
                 >"$ROOT/$name/train.log" 2>&1 </dev/null &
-            echo "started $name: $overrides"
+            echo "started $name on GPU $gpu: $overrides"
         done <<<"${RECIPES:-paper=}"
+        set +f
         sleep 5
         if [[ -n "${CHECK_CMD:-}" ]]; then
             timeout "${CHECK_S:-300}" bash -c "$CHECK_CMD" 2>&1 | tee "$OUT/check.log" | tail -n 40
