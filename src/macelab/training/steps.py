@@ -109,6 +109,8 @@ def _hand_over(parameters: list[Tensor], grads: Gradients) -> Callable[[Tensor],
     pairs = [(p, g) for p, g in zip(parameters, grads, strict=True) if g is not None]
 
     def hook(incoming: Tensor) -> None:
+        if not pairs:
+            return
         # one fused multiply: new tensors, so a CUDA graph's next replay cannot change them
         scaled = torch._foreach_mul([g for _, g in pairs], incoming.to(pairs[0][1].dtype))
         for (parameter, _), grad in zip(pairs, scaled, strict=True):
