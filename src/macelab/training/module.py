@@ -529,7 +529,7 @@ class MACELightningModule(L.LightningModule):
         self._pending_scheduler_state = state.get("lr_scheduler")
         if "batches_done_in_epoch" not in state:
             # weights and EMA only (saved weights-only or stripped): enough to evaluate;
-            # train.check_compatible refuses to resume from it
+            # train.check_resumable refuses to resume from it
             return
         self.batches_done_in_epoch = state["batches_done_in_epoch"]
         if state.get("epoch_complete", False):
