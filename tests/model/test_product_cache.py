@@ -127,3 +127,12 @@ def test_all_elements_layout_matches_exactly(model, monkeypatch):
     expected, got = plain(inputs), cached(inputs)
     assert torch.equal(got["energy"], expected["energy"])
     assert torch.equal(got["forces"], expected["forces"])
+
+
+def test_cached_contraction_of_no_atoms_is_empty(model):
+    cached = _frozen(model)
+    cached.cache_product_weights()
+    contraction = cached.products[0].contraction
+    features = torch.zeros(0, 6, 16)
+    out = contraction(features, torch.zeros(0, len(model.atomic_numbers)))
+    assert out.shape == (0, contraction.irreps_out.dim)

@@ -219,9 +219,12 @@ class IrrepContraction(torch.nn.Module):
         together and multiplied with their element's tensors only: ``1 / E`` of the
         arithmetic, and the same sums (the routed terms left out are exact zeros). The
         atoms are put in element order once, and the result back in the atoms' order.
+        ``node_attrs`` must be one-hot, as the model makes them.
         """
         n, C, K = features.shape
         D = self.irrep_out.dim
+        if n == 0:
+            return features.new_zeros(0, C * D)
         element_index = node_attrs.argmax(dim=1)
         order = torch.argsort(element_index, stable=True)
         counts = torch.bincount(element_index, minlength=node_attrs.shape[1]).tolist()
