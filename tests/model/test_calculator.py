@@ -13,7 +13,7 @@ from macelab.calculator import MACECalculator
 from macelab.errors import AtomsTooCloseError, ConfigError
 from macelab.model import MACE, UnknownElementError
 
-from .helpers import batch, read_molecule, relative_error, silicon_cell, small_model
+from .helpers import batch, graph, read_molecule, relative_error, silicon_cell, small_model
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +108,32 @@ def test_skin_neighbour_list_is_reused_and_exact(model):
         assert energy == pytest.approx(atoms.get_potential_energy(), rel=1e-13, abs=1e-10)
         np.testing.assert_allclose(forces, atoms.get_forces(), rtol=1e-10, atol=1e-11)
     assert reused.neighbour_list_builds < fresh.neighbour_list_builds == 8
+
+
+def test_plain_call_gives_the_model_only_edges_within_the_cutoff(model, monkeypatch):
+    """The skin's extra edges stay in the cached list but never reach the model: it sees
+    exactly the edges of a fresh list at r_max, and the same energy and forces."""
+    atoms = read_molecule("3bpa")
+    calc = MACECalculator(model, skin=2.0)
+    seen = []
+    forward = type(calc.model).forward
+
+    def spy(self, graph, *args, **kwargs):
+        seen.append(graph["edge_index"].shape[1])
+        return forward(self, graph, *args, **kwargs)
+
+    monkeypatch.setattr(type(calc.model), "forward", spy)
+    atoms.calc = calc
+    atoms.positions[0] += [0.1, 0.0, 0.0]
+    forces = atoms.get_forces()
+    fresh = graph(atoms, r_max=5.0)
+    assert calc._graph.edge_index.shape[1] > fresh.edge_index.shape[1]  # the skin's edges
+    assert seen == [fresh.edge_index.shape[1]]
+    expected = forward(model, batch([atoms]))
+    assert atoms.get_potential_energy() == pytest.approx(
+        float(expected["energy"][0].detach()), abs=1e-12
+    )
+    assert relative_error(forces, expected["forces"]) < 1e-13
 
 
 def _water() -> Atoms:
