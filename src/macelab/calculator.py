@@ -18,7 +18,7 @@ list from the data layer (:func:`macelab.data.graph.atoms_to_graph`), the same o
 uses, built at ``r_max + skin`` and reused while atoms move little; each plain call gives
 the model the list's edges shorter than ``r_max`` only, as a fresh list would have. A plain
 call (no ``accelerate``) also reuses the weighted product-basis tensors of the calculator's
-fixed weights (:meth:`macelab.model.MACE.cache_product_weights`) instead of recomputing
+fixed weights (:func:`macelab.kernels.freeze_contractions`) instead of recomputing
 them: the same numbers, about a third less work for a small model on a CPU. Stress is
 computed for fully periodic cells only. Two atoms closer than ``min_distance`` (0.3 Å by
 default) raise a :class:`~macelab.errors.DataError` naming them, instead of returning the
@@ -44,6 +44,7 @@ from macelab.data.neighbors import DEFAULT_MIN_DISTANCE, closest_pair, too_close
 from macelab.devices import resolve_device
 from macelab.errors import ConfigError
 from macelab.foundations import open_model
+from macelab.kernels import freeze_contractions
 from macelab.precision.inference import for_inference
 from macelab.runtime import RuntimePlan, apply_runtime
 from macelab.speed.compiled import CompiledPotential
@@ -162,9 +163,9 @@ class MACECalculator(Calculator):
                 apply_runtime(member, kernels)
             for parameter in member.parameters():
                 parameter.requires_grad_(False)
-            if accelerate is None and hasattr(member, "cache_product_weights"):
+            if accelerate is None:
                 with context():  # in the call's precision (autocast), as computed per call
-                    member.cache_product_weights()  # fixed weights: T_nu once, not per call
+                    freeze_contractions(member)  # fixed weights: T_nu once, not per call
             self.members.append((member, context))
         if self.packages and (accelerate is not None or edge_chunk is not None):
             raise ConfigError(

@@ -283,16 +283,6 @@ class MACE(torch.nn.Module):
             interaction.edge_chunk = None if edges is None else int(edges)
         warn_unused_edge_chunk(self.interactions)
 
-    def cache_product_weights(self, enabled: bool = True) -> bool:
-        """Keep the weighted product-basis tensors ``T_nu`` of every layer from one call to
-        the next (``enabled=False``: drop them), for a model whose weights stay fixed, such
-        as the calculator's copy (:meth:`.IrrepContraction.cache_element_tensors`; unused
-        while a weight requires a gradient or after it changed). Same results, less work
-        per call: on a CPU, a fifth of a small model's energy + forces call. Returns whether
-        anything was cached (layers on a kernel backend are left as they are)."""
-        cached = [p.contraction.cache_element_tensors(enabled) for p in self.products]
-        return any(cached)
-
     def set_correlation(self, order: int | None, zero_inactive: bool = False) -> None:
         """Progressive correlation order: compute the product basis only up to ``order``
         in every layer (each layer's own order at most; None: all). With ``zero_inactive``

@@ -1,5 +1,5 @@
-"""Cached product-basis tensors (``MACE.cache_product_weights``): the calculator's fixed
-weights give the same numbers as the plain model, and the cache is never used stale."""
+"""The frozen contraction (``macelab.kernels.freeze_contractions``): the calculator's fixed
+weights give the reference model's numbers with ``T_nu`` kept, and never stale ones."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from macelab.calculator import MACECalculator
+from macelab.kernels import freeze_contractions, set_backend
+from macelab.kernels.frozen_contraction import FrozenIrrepContraction
 from macelab.model.symmetric_contraction import IrrepContraction
-
-from .helpers import batch, read_molecule, relative_error, small_model
+from tests.model.helpers import batch, read_molecule, relative_error, small_model
 
 
 def _frozen(model):
@@ -46,7 +47,7 @@ def test_cached_tensors_give_the_same_energy_and_forces(model, monkeypatch):
     inputs = batch([read_molecule("3bpa", 2), read_molecule("acac", 1)])
     plain = _frozen(model)
     cached = _frozen(model)
-    assert cached.cache_product_weights()
+    assert freeze_contractions(cached)
     expected = plain(inputs)
     calls = _count_element_tensors(monkeypatch)
     got = cached(inputs)
@@ -65,7 +66,7 @@ def test_float32_cache_matches_float32_model(model):
     inputs = batch([read_molecule("3bpa", 0)])
     plain = _frozen(model).float()
     cached = _frozen(model).float()
-    cached.cache_product_weights()
+    freeze_contractions(cached)
     expected, got = plain(inputs), cached(inputs)
     assert got["forces"].dtype == torch.float32
     assert relative_error(got["forces"], expected["forces"]) < 1e-5
@@ -74,7 +75,7 @@ def test_float32_cache_matches_float32_model(model):
 def test_cache_is_skipped_while_weights_train(model, monkeypatch):
     inputs = batch([read_molecule("ethanol")])
     trained = copy.deepcopy(model)
-    trained.cache_product_weights()
+    freeze_contractions(trained)
     calls = _count_element_tensors(monkeypatch)
     output = trained(inputs, training=True)
     assert calls  # weights require gradients: T_nu computed in the graph
@@ -86,24 +87,23 @@ def test_cache_is_skipped_while_weights_train(model, monkeypatch):
 def test_changed_or_cast_weights_drop_the_cache(model, monkeypatch):
     inputs = batch([read_molecule("acac", 2)])
     cached = _frozen(model)
-    cached.cache_product_weights()
+    freeze_contractions(cached)
     with torch.no_grad():
         for contraction in _contractions(cached):
             for weights in contraction.weights.values():
                 weights.mul_(1.5)  # in place: the cached T_nu are stale now
-    changed = _frozen(cached)  # a deep copy: no cache of its own
-    changed.cache_product_weights(enabled=False)
+    changed = set_backend(_frozen(cached), "e3nn")  # the reference class again
     calls = _count_element_tensors(monkeypatch)
     assert relative_error(cached(inputs)["forces"], changed(inputs)["forces"]) < 1e-13
     assert calls  # recomputed, not read from the stale cache
     cached.float()
-    assert all(c._cache is None for c in _contractions(cached))
+    assert all(c._kept is None for c in _contractions(cached))
 
 
 def test_calculator_caches_and_matches_the_model(model, monkeypatch):
     atoms = read_molecule("3bpa", 1)
     atoms.calc = MACECalculator(model)
-    assert all(c._cache is not None for c in _contractions(atoms.calc.model))
+    assert all(c._kept is not None for c in _contractions(atoms.calc.model))
     calls = _count_element_tensors(monkeypatch)
     forces = atoms.get_forces()
     assert calls == []
@@ -117,13 +117,13 @@ def test_calculator_caches_and_matches_the_model(model, monkeypatch):
 def test_all_elements_layout_matches_exactly(model, monkeypatch):
     """The layout used off the CPU (all elements in one matmul) gives the plain model's
     numbers bit for bit: the same matmul, with ``T_nu`` kept instead of recomputed."""
-    import macelab.model.symmetric_contraction as module
+    import macelab.kernels.frozen_contraction as module
 
     monkeypatch.setattr(module, "GROUPED_DEVICE_TYPES", ())
     inputs = batch([read_molecule("3bpa", 3)])
     plain, cached = _frozen(model), _frozen(model)
-    cached.cache_product_weights()
-    assert not any(c._cache[1] for c in _contractions(cached))  # not grouped by element
+    freeze_contractions(cached)
+    assert not any(c._kept[1] for c in _contractions(cached))  # not grouped by element
     expected, got = plain(inputs), cached(inputs)
     assert torch.equal(got["energy"], expected["energy"])
     assert torch.equal(got["forces"], expected["forces"])
@@ -131,8 +131,19 @@ def test_all_elements_layout_matches_exactly(model, monkeypatch):
 
 def test_cached_contraction_of_no_atoms_is_empty(model):
     cached = _frozen(model)
-    cached.cache_product_weights()
+    freeze_contractions(cached)
     contraction = cached.products[0].contraction
     features = torch.zeros(0, 6, 16)
     out = contraction(features, torch.zeros(0, len(model.atomic_numbers)))
     assert out.shape == (0, contraction.irreps_out.dim)
+
+
+def test_freezing_leaves_kernel_backends_and_set_backend_undoes_it(model):
+    sparse = set_backend(_frozen(model), "sparse_torch")
+    assert not freeze_contractions(sparse)
+    assert not any(isinstance(c, FrozenIrrepContraction) for c in _contractions(sparse))
+    frozen = _frozen(model)
+    assert freeze_contractions(frozen)
+    assert all(type(c) is FrozenIrrepContraction for c in _contractions(frozen))
+    set_backend(frozen, "e3nn")
+    assert all(type(c) is IrrepContraction for c in _contractions(frozen))
