@@ -147,3 +147,13 @@ def test_freezing_leaves_kernel_backends_and_set_backend_undoes_it(model):
     assert all(type(c) is FrozenIrrepContraction for c in _contractions(frozen))
     set_backend(frozen, "e3nn")
     assert all(type(c) is IrrepContraction for c in _contractions(frozen))
+
+
+def test_a_contraction_under_a_precision_policy_is_left_as_it_is(model):
+    from macelab.precision import load_precision, policy_of
+    from macelab.precision.policy import apply_policy
+
+    policed = _frozen(model)
+    apply_policy(policed, policy_of(load_precision("policy_safe")))
+    assert not freeze_contractions(policed)
+    assert not any(isinstance(c, FrozenIrrepContraction) for c in _contractions(policed))

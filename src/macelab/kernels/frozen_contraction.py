@@ -27,7 +27,7 @@ from typing import Self
 
 import torch
 
-from macelab.model.stages import implementation, set_implementation
+from macelab.model.stages import set_implementation
 from macelab.model.symmetric_contraction import IrrepContraction, SymmetricContraction
 
 # Devices where the kept tensors multiply each element's atoms on their own (fewer
@@ -152,16 +152,16 @@ class FrozenIrrepContraction(IrrepContraction):
 def freeze_contractions(model: torch.nn.Module) -> bool:
     """Compute every reference symmetric contraction of ``model`` (the e3nn backend) with
     :class:`FrozenIrrepContraction`, its ``T_nu`` made now from the current weights (see the
-    module docstring). Contractions on another backend are left as they are. Returns
-    whether any was frozen. :func:`macelab.kernels.set_backend` puts the reference back."""
+    module docstring). Contractions on another backend, or under a precision policy's
+    layer (whose stage dtype the kept tensors would not follow), are left as they are.
+    Returns whether any was frozen. :func:`macelab.kernels.set_backend` puts the reference
+    back."""
     frozen = False
     for module in model.modules():
-        if not isinstance(module, SymmetricContraction):
-            continue
-        if implementation(module) is not SymmetricContraction:
-            continue  # a kernel computes the whole module
+        if type(module) is not SymmetricContraction:
+            continue  # a kernel computes the whole module, or a policy layer wraps it
         for contraction in module.contractions:
-            if implementation(contraction) in (IrrepContraction, FrozenIrrepContraction):
+            if type(contraction) in (IrrepContraction, FrozenIrrepContraction):
                 set_implementation(contraction, FrozenIrrepContraction)
                 contraction.freeze()
                 frozen = True
