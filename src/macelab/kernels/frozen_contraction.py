@@ -89,6 +89,23 @@ class FrozenIrrepContraction(IrrepContraction):
             return self._grouped_forward(features, node_attrs, tensors)
         return self._batched_forward(features, node_attrs, tensors)
 
+    def _horner(
+        self,
+        tensors: dict[int, torch.Tensor],
+        times_a: Callable[[torch.Tensor], torch.Tensor],
+        term: Callable[[torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor | None:
+        """``((T_N A + T_{N-1}) A + ... + T_1) A`` from the kept tensors, in the layout that
+        ``times_a`` (one more factor of A) and ``term`` (``T_nu`` A) compute in; None where
+        no order has a path."""
+        out: torch.Tensor | None = None
+        for nu in range(self.active_correlation, 0, -1):
+            if out is not None:
+                out = times_a(out)
+            if nu in tensors:
+                out = term(tensors[nu]) if out is None else out + term(tensors[nu])
+        return out
+
     def _batched_forward(
         self, features: torch.Tensor, node_attrs: torch.Tensor, tensors: dict[int, torch.Tensor]
     ) -> torch.Tensor:
@@ -97,14 +114,12 @@ class FrozenIrrepContraction(IrrepContraction):
         D = self.irrep_out.dim
         routed = node_attrs[:, :, None, None] * features[:, None, :, :]  # [n, E, C, K]
         left = routed.permute(2, 0, 1, 3).reshape(C, n, -1)  # [C, n, E K]
-        out: torch.Tensor | None = None
-        for nu in range(self.active_correlation, 0, -1):
-            if out is not None:  # one more factor of A: [n, C, X, K] x [n, C, K] -> [n, C, X]
-                out = torch.einsum("ncxk,nck->ncx", out.reshape(n, C, -1, K), features)
-            if nu not in tensors:
-                continue
-            term = torch.bmm(left, tensors[nu]).permute(1, 0, 2)  # [n, C, X]
-            out = term if out is None else out + term
+        out = self._horner(
+            tensors,
+            # one more factor of A: [n, C, X, K] x [n, C, K] -> [n, C, X]
+            lambda out: torch.einsum("ncxk,nck->ncx", out.reshape(n, C, -1, K), features),
+            lambda T: torch.bmm(left, T).permute(1, 0, 2),  # [n, C, X]
+        )
         if out is None:  # no path reaches this irrep at any order: the feature is zero
             return features.new_zeros(n, C * D)
         return out.reshape(n, C * D)
@@ -127,15 +142,17 @@ class FrozenIrrepContraction(IrrepContraction):
             if count:
                 segments.append((z, start, start + count))
             start += count
-        out: torch.Tensor | None = None
-        for nu in range(self.active_correlation, 0, -1):
-            if out is not None:  # one more factor of A: [C, n, X, K] x [C, n, K] -> [C, n, X]
-                out = torch.einsum("cnxk,cnk->cnx", out.reshape(C, n, -1, K), per_channel)
-            if nu not in tensors:
-                continue
-            parts = [torch.bmm(per_channel[:, a:b], tensors[nu][z]) for z, a, b in segments]
-            term = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # [C, n, X]
-            out = term if out is None else out + term
+
+        def term(T: torch.Tensor) -> torch.Tensor:  # [E, C, K, X] -> [C, n, X]
+            parts = [torch.bmm(per_channel[:, a:b], T[z]) for z, a, b in segments]
+            return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+        out = self._horner(
+            tensors,
+            # one more factor of A: [C, n, X, K] x [C, n, K] -> [C, n, X]
+            lambda out: torch.einsum("cnxk,cnk->cnx", out.reshape(C, n, -1, K), per_channel),
+            term,
+        )
         if out is None:  # no path reaches this irrep at any order: the feature is zero
             return features.new_zeros(n, C * D)
         inverse = torch.empty_like(order)
