@@ -39,6 +39,7 @@ from macelab.training.optim import OptimizerConfig, build_optimizer  # noqa: E40
 from tests.training.conftest import compose_run_config  # noqa: E402
 from tests.training.test_compiled_step_gpu import _eager_grads as eager_grads  # noqa: E402
 from tests.training.test_compiled_step_gpu import _relative as relative  # noqa: E402
+from tests.training.test_compiled_step_gpu import _step as step_as_lightning  # noqa: E402
 
 
 def compare(compiled: list[torch.Tensor], eager: list[torch.Tensor]) -> dict[str, float]:
@@ -110,10 +111,7 @@ def main() -> None:
             }
             rows.append(row)
             print(row, flush=True)
-            for p, g in zip(parameters, eager, strict=True):  # follow eager's trajectory
-                p.grad = g
-            torch.nn.utils.clip_grad_norm_(parameters, 10.0)
-            optimizer.step()
+            step_as_lightning(model, optimizer, eager)  # follow eager's trajectory
     result = {
         "device": torch.cuda.get_device_name() if args.device == "cuda" else args.device,
         "torch": torch.__version__,
