@@ -8,6 +8,9 @@
 #       bash benchmarks/gpu/reproduce_acac.sh start   # install, start every recipe, CHECK_CMD
 #   bash benchmarks/gpu/reproduce_acac.sh wait        # poll until WAIT_S or the runs end
 #   bash benchmarks/gpu/reproduce_acac.sh finish      # wait for the end, evaluate, copy to $OUT
+#   PATH_FLAGS=... bash benchmarks/gpu/reproduce_acac.sh resume  # stop every run and go on
+#       from its last checkpoint (ckpt_path=last; at most one epoch lost), on PATH_FLAGS: a
+#       run can change its training path mid-way (the weights do not depend on it)
 #
 # RECIPES: one "name=overrides" per line (overrides space-separated, may be empty). On a
 # machine with several GPUs the recipes go round-robin, one GPU each (CUDA_VISIBLE_DEVICES),
@@ -51,6 +54,18 @@ for run in sorted(p for p in pathlib.Path(sys.argv[1]).iterdir() if (p / ".recip
 EOF
 }
 
+launch() {  # launch NAME GPU OVERRIDES [SEGMENT]: one training process, in the background
+    local name="$1" gpu="$2" overrides="$3" log="$ROOT/$1/train.log"
+    [[ -n "${4:-}" ]] && log="$ROOT/$1/train.$4.log"  # a resumed segment keeps earlier logs
+    echo "$PATH_FLAGS $overrides" >>"$ROOT/$name/.recipe"
+    # shellcheck disable=SC2086
+    CUDA_VISIBLE_DEVICES=$gpu setsid nohup python3 -m macelab.train experiment=acac $PATH_FLAGS \
+        trainer.max_time="${MAX_TIME:-00:00:20:00}" trainer.max_epochs=100000 \
+        trainer.enable_progress_bar=false hydra.run.dir="$ROOT/$name" $overrides \
+        >"$log" 2>&1 </dev/null &
+    echo "started $name on GPU $gpu: $PATH_FLAGS $overrides"
+}
+
 running() { pgrep -f "macelab.train.*hydra.run.dir=$ROOT/" >/dev/null; }
 
 collect() {  # what the runs have written so far, as one archive in $OUT (the device tool
@@ -63,9 +78,15 @@ collect() {  # what the runs have written so far, as one archive in $OUT (the de
             train.log evaluate_last/results.json; do
             [[ -f "$run/$f" ]] && files+=("$name/$f")
         done
+        for f in "$run"/train.[0-9]*.log; do  # resumed segments' logs
+            [[ -f "$f" ]] && files+=("$name/$(basename "$f")")
+        done
     done
     ((${#files[@]})) && tar -czf "$OUT/runs.tgz" -C "$ROOT" "${files[@]}"
 }
+
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+((gpus > 0)) || gpus=1
 
 case "${1:-}" in
     start)
@@ -73,23 +94,17 @@ case "${1:-}" in
         python3 -c "import torch, triton, e3nn; print('torch', torch.__version__, 'triton', triton.__version__, 'e3nn', e3nn.__version__)"
         git log -1 --format='macelab %h %s' 2>/dev/null || true
         set -f  # overrides may hold stage patterns such as interactions.*.radial_mlp
-        gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
-        ((gpus > 0)) || gpus=1
         index=0
         while IFS= read -r line; do
             [[ -z "$line" ]] && continue
             name="${line%%=*}"
             overrides="${line#*=}"
             mkdir -p "$ROOT/$name"
-            echo "$PATH_FLAGS $overrides" >"$ROOT/$name/.recipe"
-            gpu=$((index % gpus))
+            rm -f "$ROOT/$name/.recipe"
+            echo "$overrides" >"$ROOT/$name/.overrides"
+            echo "${MAX_TIME:-00:00:20:00}" >"$ROOT/$name/.max_time"
+            launch "$name" $((index % gpus)) "$overrides"
             index=$((index + 1))
-            # shellcheck disable=SC2086
-            CUDA_VISIBLE_DEVICES=$gpu setsid nohup python3 -m macelab.train experiment=acac $PATH_FLAGS \
-                trainer.max_time="${MAX_TIME:-00:00:20:00}" trainer.max_epochs=100000 \
-                trainer.enable_progress_bar=false hydra.run.dir="$ROOT/$name" $overrides \
-                >"$ROOT/$name/train.log" 2>&1 </dev/null &
-            echo "started $name on GPU $gpu: $overrides"
         done <<<"${RECIPES:-paper=}"
         set +f
         sleep 5
@@ -97,9 +112,24 @@ case "${1:-}" in
             timeout "${CHECK_S:-300}" bash -c "$CHECK_CMD" 2>&1 | tee "$OUT/check.log" | tail -n 40
         fi
         ;;
+    resume)
+        pkill -f "macelab.train.*hydra.run.dir=$ROOT/" && sleep 5
+        runs=("$ROOT"/*/)
+        set -f
+        index=0
+        for run in "${runs[@]}"; do
+            [[ -f "$run/.overrides" ]] || continue
+            name=$(basename "$run")
+            MAX_TIME=$(cat "$run/.max_time") launch "$name" $((index % gpus)) \
+                "$(cat "$run/.overrides") ckpt_path=last" \
+                "$(grep -c . "$run/.recipe")"
+            index=$((index + 1))
+        done
+        set +f
+        ;;
     wait | finish) ;;
     *)
-        echo "usage: reproduce_acac.sh start|wait|finish" >&2
+        echo "usage: reproduce_acac.sh start|resume|wait|finish" >&2
         exit 2
         ;;
 esac
@@ -107,12 +137,13 @@ esac
 limit=$((started + ${WAIT_S:-560}))
 while running && (($(date +%s) < limit)); do sleep 10; done
 poll
-for run in "$ROOT"/*/; do [[ -f "$run/.recipe" ]] && tail -n 3 "$run/train.log"; done
+latest_log() { ls -t "$1"/train*.log | head -n 1; }
+for run in "$ROOT"/*/; do [[ -f "$run/.recipe" ]] && tail -n 3 "$(latest_log "$run")"; done
 if [[ "$1" == finish ]]; then
     while running; do sleep 5; done
     for run in "$ROOT"/*/; do
         [[ -f "$run/.recipe" ]] || continue
-        tail -n 25 "$run/train.log"
+        tail -n 25 "$(latest_log "$run")"
         [[ -f "$run/checkpoints/last.ckpt" ]] && python3 -m macelab.evaluate \
             ckpt_path="$run/checkpoints/last.ckpt" hydra.run.dir="$run/evaluate_last" \
             plots=false 2>&1 | tail -n 12

@@ -101,12 +101,15 @@ def main() -> None:
             batch = next(batches).to(args.device)
             eager = eager_grads(model, loss_fn, batch)
             programs, started = step.num_programs, time.perf_counter()
-            step(batch, key=key)
+            terms, outputs = step(batch, key=key)
             grads = [p.grad.detach().clone() for p in parameters]
+            energy_error = (outputs["energy"].detach() - batch.energy).double()
             row = {
                 "stage": stage,
                 "new_program": step.num_programs > programs,
                 "seconds": round(time.perf_counter() - started, 2),
+                "loss": float(terms["loss"]),
+                "batch_energy_rmse_meV": float(energy_error.square().mean().sqrt()) * 1000,
                 **compare(grads, eager),
             }
             rows.append(row)
