@@ -1,11 +1,15 @@
 """One entry point: macelab side by side with mace-torch (and cuEquivariance) on one device.
 
     python benchmarks/run.py --suite train|infer|all --out DIR [--tiny] [--device cpu|cuda]
+    python benchmarks/run.py --suite cpu --out DIR [--tiny]
 
-writes ``DIR/results.json`` (one record per workload x implementation x precision),
+The first writes ``DIR/results.json`` (one record per workload x implementation x precision),
 ``DIR/results.md`` (the tables) and ``DIR/run_info.json`` (settings, per-workload seconds),
 and prints the tables last. ``--tiny --device cpu`` is the CI smoke run (about a minute).
-See docs/benchmarks.md.
+The CPU suite times what CPU users run: both implementations' ASE calculators on one molecule,
+every model size, float32 and float64, interleaved call by call on one thread
+(``benchmarks/studies/cpu_calculators.py``); it writes ``DIR/results.json`` and
+``DIR/results.md`` in that study's format. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -42,7 +47,7 @@ log = logging.getLogger("benchmarks")
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--suite", choices=sorted(SUITES), default="all")
+    parser.add_argument("--suite", choices=[*sorted(SUITES), "cpu"], default="all")
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
     parser.add_argument("--tiny", action="store_true", help="tiny model and systems (CI)")
     parser.add_argument(
@@ -106,9 +111,27 @@ def statistics(molecules: MoleculeSet, settings: Settings) -> ModelStatistics:
     )
 
 
+def cpu_suite(args: argparse.Namespace) -> int:
+    """The calculators on a CPU, every size (``--tiny``: the tiny model, two rounds)."""
+    from benchmarks.studies import cpu_calculators
+
+    argv = ["--out", str(args.out / "results.json"), "--sizes"]
+    argv += ["tiny", "--rounds", "2", "--calls", "2", "--warmup", "1"] if args.tiny else ["all"]
+    if args.data_root is not None:  # the molecule: 3BPA's first frame under it
+        os.environ["MACELAB_DATA"] = str(args.data_root)
+    status = cpu_calculators.main(argv)
+    results = json.loads((args.out / "results.json").read_text())
+    (args.out / "results.md").write_text(cpu_calculators.table(results) + "\n")
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.suite == "cpu":
+        if args.device == "cuda" or args.workloads or args.paths or args.model != "paper":
+            raise SystemExit("--suite cpu takes only --out, --tiny and --data-root")
+        return cpu_suite(args)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     log.addHandler(handler)

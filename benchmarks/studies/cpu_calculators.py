@@ -44,10 +44,24 @@ from benchmarks.settings import ModelSpec
 from benchmarks.systems import default_data_root, load_molecules, synthetic_molecule
 from macelab.data.graph import atoms_to_graph
 
+CONF_SIZES = Path(__file__).resolve().parents[2] / "conf" / "model" / "size"
+
+
+def _conf_size(name: str) -> ModelSpec:
+    """conf/model/size/NAME.yaml (channels, max_L) on the paper's other hyperparameters."""
+    import yaml
+
+    fields = yaml.safe_load((CONF_SIZES / f"{name}.yaml").read_text())
+    return ModelSpec(channels=int(fields["channels"]), max_L=int(fields["max_L"]))
+
+
+# Every size of conf/model/size, and issue 29's "small model" (64 channels, L_max 1, the
+# size of the first CPU comparison; named "small" in results files before 2026-12-08).
 SIZES = {
-    "small": ModelSpec(channels=64, max_L=1),
-    "paper": ModelSpec(channels=256, max_L=2),
+    "c64_L1": ModelSpec(channels=64, max_L=1),
+    **{name: _conf_size(name) for name in ("tiny", "small", "medium", "large", "paper")},
 }
+DEFAULT_SIZES = ["c64_L1", "paper"]
 PRECISIONS = {"32": "float32", "64": "float64"}
 IMPLEMENTATIONS = ("macelab", "mace-torch")
 
@@ -60,7 +74,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="results JSON to write")
     parser.add_argument("--table", type=Path, help="print the markdown table of a results JSON")
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        default=DEFAULT_SIZES,
+        choices=[*SIZES, "all"],
+        help="model sizes (conf/model/size names, and c64_L1); all: every one",
+    )
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument(
         "--molecule",
@@ -83,6 +103,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--label", default="", help="a note stored in the results")
     args = parser.parse_args(argv)
+    if "all" in args.sizes:
+        args.sizes = list(SIZES)
     if args.table is None and args.out is None:
         parser.error("give --out FILE (measure) or --table FILE (print a table)")
     return args

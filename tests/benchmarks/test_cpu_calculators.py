@@ -10,7 +10,8 @@ import torch
 
 pytest.importorskip("mace")
 
-from benchmarks.studies.cpu_calculators import main
+from benchmarks.run import main as run_harness
+from benchmarks.studies.cpu_calculators import SIZES, main
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +24,7 @@ def threads():
 
 def test_cpu_calculators_run_agree_and_tabulate(tmp_path, capsys):
     out = tmp_path / "cpu.json"
-    argv = ["--sizes", "small", "--precisions", "64", "--molecule", "acac"]
+    argv = ["--sizes", "c64_L1", "--precisions", "64", "--molecule", "acac"]
     assert main([*argv, "--rounds", "2", "--calls", "1", "--warmup", "0", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     assert results["torch_threads"] == 1 and results["molecule"]["n_atoms"] == 15
@@ -35,4 +36,24 @@ def test_cpu_calculators_run_agree_and_tabulate(tmp_path, capsys):
     capsys.readouterr()
     assert main(["--table", str(out)]) == 0
     table = capsys.readouterr().out
-    assert "| small (64 ch, L_max 1) | 64 |" in table and "15 atoms (AcAc)" in table
+    assert "| c64_L1 (64 ch, L_max 1) | 64 |" in table and "15 atoms (AcAc)" in table
+
+
+def test_sizes_are_the_configs_sizes():
+    """Every conf/model/size is timed, with its own channels and L_max."""
+    assert (SIZES["medium"].channels, SIZES["medium"].max_L) == (128, 1)
+    assert (SIZES["paper"].channels, SIZES["paper"].max_L) == (256, 2)
+    assert {"tiny", "small", "medium", "large", "paper", "c64_L1"} == set(SIZES)
+
+
+def test_harness_cpu_suite_writes_results_and_table(tmp_path):
+    assert run_harness(["--suite", "cpu", "--tiny", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {(r["size"], r["precision"]) for r in results["records"]} == {
+        ("tiny", "32"),
+        ("tiny", "64"),
+    }
+    assert all(r["calls"] == 4 for r in results["records"])
+    assert "| tiny (16 ch, L_max 1) | 64 |" in (tmp_path / "results.md").read_text()
+    with pytest.raises(SystemExit, match="--suite cpu takes only"):
+        run_harness(["--suite", "cpu", "--device", "cuda", "--out", str(tmp_path)])
