@@ -39,6 +39,7 @@ from benchmarks.implementations import (
 )
 from benchmarks.measure import Budget, Context
 from benchmarks.settings import Settings, settings_for
+from benchmarks.studies import cpu_calculators
 from benchmarks.systems import MoleculeSet, default_data_root, load_molecules, make_batch
 from benchmarks.workloads import SUITES, WORKLOADS, run_workloads
 
@@ -113,8 +114,6 @@ def statistics(molecules: MoleculeSet, settings: Settings) -> ModelStatistics:
 
 def cpu_suite(args: argparse.Namespace) -> int:
     """The calculators on a CPU, every size (``--tiny``: the tiny model, two rounds)."""
-    from benchmarks.studies import cpu_calculators
-
     argv = ["--out", str(args.out / "results.json"), "--sizes"]
     argv += ["tiny", "--rounds", "2", "--calls", "2", "--warmup", "1"] if args.tiny else ["all"]
     if args.data_root is not None:  # the molecule: 3BPA's first frame under it

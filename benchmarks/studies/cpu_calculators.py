@@ -59,7 +59,7 @@ def _conf_size(name: str) -> ModelSpec:
 
 
 # Every size of conf/model/size, and issue 29's "small model" (64 channels, L_max 1, the
-# size of the first CPU comparison; named "small" in results files before 2026-12-08).
+# size of the first CPU comparison; "small" in the earlier results files of this study).
 SIZES = {
     "c64_L1": ModelSpec(channels=64, max_L=1),
     **{name: _conf_size(name) for name in ("tiny", "small", "medium", "large", "paper")},
