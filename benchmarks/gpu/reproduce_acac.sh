@@ -75,7 +75,7 @@ collect() {  # what the runs have written so far, as one archive in $OUT (the de
         [[ -f "$run/.recipe" ]] || continue
         name=$(basename "$run")
         for f in .recipe metrics.csv results.json results.md run_info.json .hydra/config.yaml \
-            train.log evaluate_last/results.json; do
+            train.log evaluate_last/results.json precision_report/precision_report.json; do
             [[ -f "$run/$f" ]] && files+=("$name/$f")
         done
         for f in "$run"/train.[0-9]*.log; do  # resumed segments' logs
@@ -147,6 +147,13 @@ if [[ "$1" == finish ]]; then
         [[ -f "$run/checkpoints/last.ckpt" ]] && python3 -m macelab.evaluate \
             ckpt_path="$run/checkpoints/last.ckpt" hydra.run.dir="$run/evaluate_last" \
             plots=false 2>&1 | tail -n 12
+        # the trained model's equivariance at the precision it trained in (a named one;
+        # the per-stage ablation's command-line policies have no name to run it under)
+        precision=$(python3 -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['precision']['name'])" \
+            "$run/.hydra/config.yaml" 2>/dev/null)
+        [[ -f "$run/checkpoints/best.ckpt" && -n "$precision" ]] &&
+            timeout 300 python3 -m macelab.precision_report --ckpt "$run/checkpoints/best.ckpt" \
+                --precisions "$precision" --out "$run/precision_report" 2>&1 | tail -n 4
     done
 fi
 collect

@@ -20,6 +20,7 @@ from typing import Any
 
 import hydra
 import lightning  # noqa: F401 (imported before Hydra's logging setup: macelab.cli.tidy_output)
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from macelab._compat import e3nn_torchscript, lightning_loading
@@ -206,6 +207,7 @@ def fit_and_test(cfg: DictConfig) -> TrainingOutcome:
             "epochs": trainer.current_epoch,
             "best_checkpoint": best,
             "skipped_steps": module.skipped_steps,
+            "peak_memory_MiB": _peak_memory(module.device),
             **scaling,
             "cluster_environment": _cluster_environment(trainer),
         }
@@ -218,6 +220,17 @@ def fit_and_test(cfg: DictConfig) -> TrainingOutcome:
         if isinstance(value, int | float)
     }
     return TrainingOutcome(results=results, metrics={**fit_metrics, **test_metrics})
+
+
+def _peak_memory(device: torch.device) -> dict[str, float] | None:
+    """This process's peak GPU memory (MiB): tensors allocated, and reserved by the caching
+    allocator (CUDA-graph pools included); None off the GPU."""
+    if device.type != "cuda":
+        return None
+    return {
+        "allocated": torch.cuda.max_memory_allocated(device) / 2**20,
+        "reserved": torch.cuda.max_memory_reserved(device) / 2**20,
+    }
 
 
 def _fit_metrics(trainer: Any) -> dict[str, float]:
