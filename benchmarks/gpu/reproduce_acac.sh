@@ -25,7 +25,9 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export PYTHONUNBUFFERED=1
-eval "$(bash benchmarks/gpu/install.sh base)" || { echo "carry .whl/base" >&2; exit 1; }
+if compgen -G ".whl/base/*.whl" >/dev/null; then  # the device tool's machine: no network
+    eval "$(bash benchmarks/gpu/install.sh base)" || exit 1
+fi  # elsewhere: macelab and its dependencies installed as usual (pip install -e .)
 export PYTHONPATH="$PWD/src:$PWD:${PYTHONPATH:-}"
 ROOT="${ROOT:-/tmp/macelab-runs}"
 export TORCHINDUCTOR_CACHE_DIR="$ROOT/inductor" TRITON_CACHE_DIR="$ROOT/triton"

@@ -164,3 +164,36 @@ def test_experiments_notebook_with_an_embedding_ablation(tmp_path):
     notebook = json.loads((out / "experiments.ipynb").read_text())
     outputs = json.dumps([c.get("outputs", []) for c in notebook["cells"]])
     assert "low_rank:1" in outputs and "no embedding ablation" not in outputs
+
+
+def test_precision_study_notebook_on_a_collected_results_file(tmp_path):
+    """The study notebook on the committed collection of the 2026-12-07 AcAc runs (two
+    float32 recipes: no per-stage runs, so no stage figure) and on a file with a per-stage
+    run and its float32 reference added (every figure)."""
+    import papermill
+
+    stored = ROOT / "benchmarks/results/2026-12-07_h100_acac_recipes_b3502c2_collected.json"
+    study = json.loads(stored.read_text())
+    reference, lowered = dict(study["runs"][0]), dict(study["runs"][1])
+    reference["name"], lowered["name"], lowered["precision"] = (
+        "fp32_graphs",
+        "x",
+        "lower_readout_bf16",
+    )
+    study["runs"] += [reference, lowered]
+    extended = tmp_path / "extended.json"
+    extended.write_text(json.dumps(study))
+    expected = {"study_validation_curves.png", "study_accuracy_vs_cost.png"}
+    for path, pngs in ((stored, expected), (extended, expected | {"study_stages.png"})):
+        out = tmp_path / path.stem
+        out.mkdir()
+        papermill.execute_notebook(
+            str(ROOT / "notebooks" / "precision_study.ipynb"),
+            str(out / "precision_study.ipynb"),
+            parameters={"study_file": str(path)},
+            cwd=str(out),
+            kernel_name="python3",
+            progress_bar=False,
+        )
+        assert {p.name for p in out.glob("*.png")} == pngs
+        assert _png_outputs(out / "precision_study.ipynb") == len(pngs)

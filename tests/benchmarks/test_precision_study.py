@@ -73,3 +73,8 @@ def test_collect_and_table_come_from_the_run_folders(tmp_path, capsys):
     row = next(line for line in lines if line.startswith("| cosine |"))
     assert "| 32 | 0 | compiled |" in row and "2.07 / 10.55" in row and "3.0e-07" in row
     assert lines[-1].startswith("| paper (Table 3)")
+
+
+def test_the_sweep_script_names_every_part():
+    script = (Path(__file__).parents[2] / "sweeps" / "precision_study.sh").read_text()
+    assert "usage: precision_study.sh " + "|".join(PARTS) in script
