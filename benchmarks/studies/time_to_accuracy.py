@@ -41,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import ase.io
@@ -159,15 +160,16 @@ def run_macelab(
     }
 
 
+@dataclass(frozen=True)
+class MaceSetup:
+    """How mace-torch's trainer runs: its dtype and extra arguments (e.g. cuEquivariance)."""
+
+    dtype: str = "float64"
+    extra: tuple[str, ...] = ()
+
+
 def mace_command(
-    folder: Path,
-    inputs: dict,
-    device: str,
-    tiny: bool,
-    seed: int,
-    epochs: int,
-    dtype: str = "float64",
-    extra: tuple[str, ...] = (),
+    folder: Path, inputs: dict, device: str, tiny: bool, seed: int, epochs: int, setup: MaceSetup
 ):
     m = model_args(tiny)
     e0s = "{" + ", ".join(f"{z}: {e!r}" for z, e in sorted(inputs["e0s"].items())) + "}"
@@ -205,31 +207,24 @@ def mace_command(
         "--energy_weight=1.0",
         "--forces_weight=1000.0",
         "--error_table=TotalRMSE",
-        f"--default_dtype={dtype}",
+        f"--default_dtype={setup.dtype}",
         f"--device={device}",
         f"--max_num_epochs={epochs}",
         "--eval_interval=1",
         f"--seed={seed}",
         "--restart_latest",
-        *extra,
+        *setup.extra,
     ]
 
 
 def run_mace(
-    out: Path,
-    inputs: dict,
-    budget_s: float,
-    device: str,
-    tiny: bool,
-    seed: int,
-    dtype: str = "float64",
-    extra: tuple[str, ...] = (),
+    out: Path, inputs: dict, budget_s: float, device: str, tiny: bool, seed: int, setup: MaceSetup
 ) -> dict:
     folder = out / "mace"
     stamps: list[tuple[float, dict]] = []
     started = time.perf_counter()
     process = subprocess.Popen(
-        mace_command(folder, inputs, device, tiny, seed, 100000, dtype, extra),
+        mace_command(folder, inputs, device, tiny, seed, 100000, setup),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -254,7 +249,7 @@ def run_mace(
     (out / "mace_train.log").write_text("".join(log_lines))
     # Final evaluation by mace-torch itself: restart from its latest checkpoint, no epochs left.
     final = subprocess.run(
-        mace_command(folder, inputs, device, tiny, seed, 1, dtype, extra),
+        mace_command(folder, inputs, device, tiny, seed, 1, setup),
         capture_output=True,
         text=True,
     )
@@ -265,8 +260,8 @@ def run_mace(
         "curve_epoch": [r.get("epoch") for _, r in stamps],
         "curve_val_forces_rmse_meV_per_A": [1000 * r["rmse_f"] for _, r in stamps],
         "test": parse_mace_test_table(final.stdout + final.stderr),
-        "dtype": dtype,
-        "extra_args": list(extra),
+        "dtype": setup.dtype,
+        "extra_args": list(setup.extra),
     }
 
 
@@ -436,8 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.device,
                     args.tiny,
                     args.seed,
-                    args.mace_dtype,
-                    tuple(args.mace_args.split()),
+                    MaceSetup(args.mace_dtype, tuple(args.mace_args.split())),
                 )
             (args.out / f"{name}.json").write_text(
                 json.dumps({**meta, name: side}, indent=2, default=float)
