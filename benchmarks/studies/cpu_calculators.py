@@ -46,23 +46,13 @@ from benchmarks.implementations import ModelStatistics, build_reference_mace
 from benchmarks.settings import ModelSpec
 from benchmarks.systems import default_data_root, load_molecules, synthetic_molecule
 from macelab.data.graph import atoms_to_graph
-
-CONF_SIZES = Path(__file__).resolve().parents[2] / "conf" / "model" / "size"
-
-
-def _conf_size(name: str) -> ModelSpec:
-    """conf/model/size/NAME.yaml (channels, max_L) on the paper's other hyperparameters."""
-    import yaml
-
-    fields = yaml.safe_load((CONF_SIZES / f"{name}.yaml").read_text())
-    return ModelSpec(channels=int(fields["channels"]), max_L=int(fields["max_L"]))
-
+from macelab.precision_report import model_sizes
 
 # Every size of conf/model/size, and issue 29's "small model" (64 channels, L_max 1, the
 # size of the first CPU comparison; "small" in the earlier results files of this study).
 SIZES = {
     "c64_L1": ModelSpec(channels=64, max_L=1),
-    **{name: _conf_size(name) for name in ("tiny", "small", "medium", "large", "paper")},
+    **{name: ModelSpec(**fields) for name, fields in model_sizes().items()},
 }
 DEFAULT_SIZES = ["c64_L1", "paper"]
 PRECISIONS = {"32": "float32", "64": "float64"}

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +34,13 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 import yaml
 
 from benchmarks.studies import stage_ablation
-from benchmarks.studies.recipe_table import PAPER, _rows, _stage_two_start, _validations
+from benchmarks.studies.recipe_table import (
+    PAPER,
+    epoch_seconds,
+    read_rows,
+    stage_two_start,
+    validations,
+)
 
 # The reproduction's schedule (docs/reproduction.md), shared by every recipe of the study.
 COMMON = (
@@ -148,8 +153,7 @@ def run_record(run: Path) -> dict[str, Any]:
     results = json.loads((run / "results.json").read_text())
     info = json.loads((run / "run_info.json").read_text())
     config = _config(run)
-    rows = _rows(run / "metrics.csv")
-    epoch_s = [float(r["time/train_epoch_s"]) for r in rows if r.get("time/train_epoch_s")]
+    rows = read_rows(run / "metrics.csv")
     steps_per_epoch = info["global_step"] / max(info["epochs"], 1)
     curve = [
         (
@@ -160,7 +164,7 @@ def run_record(run: Path) -> dict[str, Any]:
         for r in rows
         if r.get("val/forces_rmse_meV_per_A") and r.get("time/elapsed_s")
     ]
-    validations = _validations(rows)
+    validated = validations(rows)
     runtime = config.get("runtime", {})
     precision = str(config.get("precision", {}).get("name", "?"))
     return {
@@ -172,11 +176,11 @@ def run_record(run: Path) -> dict[str, Any]:
         "epochs": info["epochs"],
         "steps": info["global_step"],
         "train_seconds": info["train_seconds"],
-        "ms_per_step": 1e3 * statistics.median(epoch_s) / steps_per_epoch if epoch_s else None,
+        "ms_per_step": 1e3 * epoch_seconds(rows) / steps_per_epoch,
         "peak_memory_MiB": info.get("peak_memory_MiB"),
         "skipped_steps": info.get("skipped_steps"),
-        "stage_two_epoch": _stage_two_start(rows, info.get("stage_two_lr")),
-        "best_val_forces_rmse": min(v["F"] for v in validations) if validations else None,
+        "stage_two_epoch": stage_two_start(rows, info.get("stage_two_lr")),
+        "best_val_forces_rmse": min(v["F"] for v in validated) if validated else None,
         "validation": [{"elapsed_s": t, "energy_rmse": e, "forces_rmse": f} for t, e, f in curve],
         "test": {
             name: {

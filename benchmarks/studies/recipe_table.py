@@ -20,12 +20,12 @@ from pathlib import Path
 PAPER = {"test_MD_300K": (0.9, 5.1), "test_MD_600K": (4.6, 22.4)}  # Table 3: E meV, F meV/Å
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
+def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path) as stream:
         return list(csv.DictReader(stream))
 
 
-def _validations(rows: list[dict[str, str]]) -> list[dict[str, float]]:
+def validations(rows: list[dict[str, str]]) -> list[dict[str, float]]:
     rows = [r for r in rows if r.get("val/forces_rmse_meV_per_A")]
     return [
         {
@@ -37,12 +37,12 @@ def _validations(rows: list[dict[str, str]]) -> list[dict[str, float]]:
     ]
 
 
-def _epoch_seconds(rows: list[dict[str, str]]) -> float:
+def epoch_seconds(rows: list[dict[str, str]]) -> float:
     times = [float(r["time/train_epoch_s"]) for r in rows if r.get("time/train_epoch_s")]
     return statistics.median(times)
 
 
-def _stage_two_start(rows: list[dict[str, str]], stage_two_lr: float | None) -> float | None:
+def stage_two_start(rows: list[dict[str, str]], stage_two_lr: float | None) -> float | None:
     """The first epoch of stage two: from the logged ``train/stage``, or in runs older than
     that column from the learning rate (the first epoch at stage two's rate; a cosine that
     ends at stage two's rate can make this up to one epoch early)."""
@@ -65,10 +65,10 @@ def row(run: Path) -> list[str]:
     """One table row for the run folder ``run``."""
     results = json.loads((run / "results.json").read_text())
     info = json.loads((run / "run_info.json").read_text())
-    rows = _rows(run / "metrics.csv")
-    val = _validations(rows)
+    rows = read_rows(run / "metrics.csv")
+    val = validations(rows)
     best = min(val, key=lambda v: v["F"])
-    stage_two = _stage_two_start(rows, info.get("stage_two_lr"))
+    stage_two = stage_two_start(rows, info.get("stage_two_lr"))
     before = [v for v in val if stage_two is None or v["epoch"] < stage_two]
 
     def test(name: str, forces: bool = True) -> str:
@@ -78,7 +78,7 @@ def row(run: Path) -> list[str]:
 
     return [
         run.name,
-        f"{info['epochs']} ({_epoch_seconds(rows):.1f} s)",
+        f"{info['epochs']} ({epoch_seconds(rows):.1f} s)",
         f"{info['train_seconds'] / 60:.1f}",
         f"{best['F']:.2f} (epoch {int(best['epoch'])})",
         f"{before[-1]['E']:.2f} / {before[-1]['F']:.2f}",
